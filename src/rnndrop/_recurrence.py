@@ -1,0 +1,83 @@
+"""Reference recurrences: the per-time-step loops behind `rnndrop.rnn` when a recurrent mask is on.
+
+Each function runs one layer over a whole sequence given the *input projections* already computed
+for every step (one large GEMM outside the loop — the only part of the work that does not depend on
+h_{t-1}). They are written with plain autograd ops so that they serve as the numerical reference
+for every faster implementation (``rnndrop.fast``).
+
+Shapes (time-major): ``xp`` is ``(T, B, G*H)`` with G = 4 (LSTM), 3 (GRU), 1 (RNN); ``h0``/``c0``
+are ``(B, H)``; ``weight_hh`` is ``(G*H, H)``. ``mask_h`` is ``None`` (no recurrent dropout),
+``(B, H)`` (one mask per sequence shared by the gates: *tied*) or ``(G, B, H)`` (one mask per gate:
+*untied*), already scaled by 1/(1-p). Gate order follows ``torch.nn``: LSTM i, f, g, o; GRU r, z, n.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+
+def _hh(h: Tensor, weight_hh: Tensor, mask_h: Optional[Tensor], gates: int) -> Tensor:
+    """(h ∘ m) @ W_hhᵀ with a tied ``(B, H)`` or untied ``(G, B, H)`` mask -> ``(B, G*H)``."""
+    if mask_h is None:
+        return h @ weight_hh.t()
+    if mask_h.dim() == 2:
+        return (h * mask_h) @ weight_hh.t()
+    H = h.shape[-1]
+    # Untied: gate g sees its own masked copy of h: (G, B, H) @ (G, H, H) -> (G, B, H).
+    hm = h.unsqueeze(0) * mask_h
+    w = weight_hh.view(gates, H, H).transpose(1, 2)
+    return torch.bmm(hm, w).transpose(0, 1).reshape(h.shape[0], gates * H)
+
+
+def lstm_recurrence(xp: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
+                    mask_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """LSTM over a sequence. ``xp = W_ih x_t + b_ih + b_hh`` for all t.
+
+    i, f, g, o = σ, σ, tanh, σ of (xp_t + W_hh (h_{t-1} ∘ m)); c_t = f c_{t-1} + i g; h_t = o tanh(c_t).
+    Returns ``(out (T, B, H), h_T, c_T)``.
+    """
+    h, c = h0, c0
+    outs = []
+    for t in range(xp.shape[0]):
+        gates = xp[t] + _hh(h, weight_hh, mask_h, 4)
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outs.append(h)
+    return torch.stack(outs), h, c
+
+
+def gru_recurrence(xp: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor],
+                   mask_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """GRU over a sequence. ``xp = W_ih x_t + b_ih`` for all t (b_hh is kept apart because the
+    reset gate multiplies it: n = tanh(x_n + r ∘ (W_hn (h ∘ m) + b_hn))).
+
+    h_t = (1 - z) ∘ n + z ∘ h_{t-1} (the carried h is not masked). Returns ``(out, h_T)``.
+    """
+    h = h0
+    outs = []
+    for t in range(xp.shape[0]):
+        hh = _hh(h, weight_hh, mask_h, 3)
+        if bias_hh is not None:
+            hh = hh + bias_hh
+        xr, xz, xn = xp[t].chunk(3, dim=1)
+        hr, hz, hn = hh.chunk(3, dim=1)
+        r = torch.sigmoid(xr + hr)
+        z = torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        h = (1 - z) * n + z * h
+        outs.append(h)
+    return torch.stack(outs), h
+
+
+def rnn_recurrence(xp: Tensor, h0: Tensor, weight_hh: Tensor, activation: Callable[[Tensor], Tensor],
+                   mask_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """Elman RNN: h_t = act(xp_t + W_hh (h_{t-1} ∘ m)), ``xp = W_ih x_t + b_ih + b_hh``."""
+    h = h0
+    outs = []
+    for t in range(xp.shape[0]):
+        h = activation(xp[t] + _hh(h, weight_hh, mask_h, 1))
+        outs.append(h)
+    return torch.stack(outs), h
