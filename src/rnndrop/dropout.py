@@ -1,0 +1,309 @@
+"""The dropout family, each as a functional form and an ``nn.Module``.
+
+All forms are *inverted*: kept units are rescaled during training so that ``E[output] = input``,
+and every module is the identity in ``eval()`` mode.
+
+=====================  ==========================================================================
+``dropout``            Bernoulli dropout written from scratch (Dive into Deep Learning 3.13).
+``locked_dropout``     variational / locked: one mask per sequence and feature, reused at every step.
+``embedding_dropout``  drops whole word types: a dropped word is zero wherever it occurs.
+``WeightDrop``         DropConnect on any named parameter of any module (fused kernels still run).
+``gaussian_dropout``   multiplicative N(1, p/(1-p)) noise: the variance of Bernoulli dropout at p.
+``three_value_dropout`` masks in {0, γ/2, γ} with probabilities {p, (1-p)/2, (1-p)/2}.
+=====================  ==========================================================================
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ._checks import check_probability
+
+__all__ = [
+    "bernoulli_mask", "dropout", "Dropout", "locked_dropout", "LockedDropout",
+    "embedding_dropout", "EmbeddingDropout", "WeightDrop", "gaussian_dropout", "GaussianDropout",
+    "three_value_dropout", "ThreeValueDropout",
+]
+
+
+def bernoulli_mask(shape: Sequence[int], p: float, *, dtype=None, device=None,
+                   generator: Optional[torch.Generator] = None) -> Tensor:
+    """An inverted-dropout mask: each entry is ``1/(1-p)`` with probability ``1-p``, else 0.
+
+    Drawn from scratch as in D2L: ``(U > p) / (1 - p)`` with ``U ~ Uniform[0, 1)``. ``p = 1``
+    gives all zeros.
+    """
+    p = check_probability(p, "p", allow_one=True)
+    if p == 1.0:
+        return torch.zeros(shape, dtype=dtype, device=device)
+    u = torch.rand(shape, dtype=dtype, device=device, generator=generator)
+    return (u > p).to(u.dtype) / (1.0 - p)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Dropout from scratch
+# --------------------------------------------------------------------------------------------
+def dropout(input: Tensor, p: float = 0.5, training: bool = True,
+            generator: Optional[torch.Generator] = None) -> Tensor:
+    """Inverted dropout: ``h' = h · ξ / (1 - p)`` with ``ξ ~ Bernoulli(1 - p)`` per element.
+
+    ``E[h'] = h`` and ``Var[h'] = h² p / (1 - p)``. Any shape; ``p = 1`` returns zeros.
+    """
+    p = check_probability(p, "p", allow_one=True)
+    if not training or p == 0.0:
+        return input
+    return input * bernoulli_mask(input.shape, p, dtype=input.dtype, device=input.device,
+                                  generator=generator)
+
+
+class _DropoutBase(nn.Module):
+    allow_one = True
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = check_probability(p, "p", allow_one=self.allow_one)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Dropout(_DropoutBase):
+    """Module form of :func:`dropout`. Shape: any; output has the input's shape."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return dropout(input, self.p, self.training)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. Locked (variational) dropout
+# --------------------------------------------------------------------------------------------
+def locked_dropout(input: Tensor, p: float = 0.5, training: bool = True,
+                   batch_first: bool = False) -> Tensor:
+    """Variational dropout for sequences (Gal & Ghahramani 2016): one mask per sequence and
+    feature, the same at every time step.
+
+    Input ``(T, B, *F)`` (or ``(B, T, *F)`` with ``batch_first``); the mask has shape
+    ``(1, B, *F)`` (``(B, 1, *F)``) and is broadcast over time.
+    """
+    p = check_probability(p, "p", allow_one=True)
+    if not training or p == 0.0:
+        return input
+    if input.dim() < 2:
+        raise ValueError(f"locked_dropout expects a sequence of at least 2 dims (time and batch), "
+                         f"got shape {tuple(input.shape)}")
+    shape = list(input.shape)
+    shape[1 if batch_first else 0] = 1
+    return input * bernoulli_mask(shape, p, dtype=input.dtype, device=input.device)
+
+
+class LockedDropout(_DropoutBase):
+    """Module form of :func:`locked_dropout`.
+
+    Args:
+        p: probability of dropping a unit (for a whole sequence).
+        batch_first: input is ``(B, T, *F)`` instead of ``(T, B, *F)``.
+    """
+
+    def __init__(self, p: float = 0.5, batch_first: bool = False):
+        super().__init__(p)
+        self.batch_first = batch_first
+
+    def forward(self, input: Tensor) -> Tensor:
+        return locked_dropout(input, self.p, self.training, self.batch_first)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, batch_first={self.batch_first}"
+
+
+# --------------------------------------------------------------------------------------------
+# 3. Embedding dropout (word types)
+# --------------------------------------------------------------------------------------------
+_EMB_MODES = ("batch", "sequence")
+
+
+def _check_mode(mode: str, allowed: Sequence[str], name: str = "mode") -> str:
+    if mode not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {mode!r}")
+    return mode
+
+
+def embedding_dropout(input: Tensor, weight: Tensor, p: float = 0.1, training: bool = True,
+                      mode: str = "sequence", batch_first: bool = False,
+                      padding_idx: Optional[int] = None) -> Tensor:
+    """Look up ``weight[input]`` with whole word types dropped.
+
+    ``mode="batch"`` (AWD-LSTM): one Bernoulli mask over the vocabulary for the whole call; a
+    dropped word is zero everywhere in the batch. ``mode="sequence"`` (Gal & Ghahramani): one mask
+    per sequence; a word dropped in a sequence is zero at all its occurrences in that sequence,
+    other sequences are unaffected. Kept rows are scaled by ``1/(1-p)``.
+
+    Shapes: ``input`` integer ``(T, B)`` (``(B, T)`` with ``batch_first``; in ``batch`` mode any
+    shape), ``weight`` ``(V, D)``; output ``input.shape + (D,)``.
+    """
+    p = check_probability(p, "p", allow_one=True)
+    _check_mode(mode, _EMB_MODES)
+    if input.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"embedding_dropout expects integer token ids, got {input.dtype}")
+    if not training or p == 0.0:
+        return F.embedding(input, weight, padding_idx)
+    V = weight.shape[0]
+    if mode == "batch":
+        mask = bernoulli_mask((V, 1), p, dtype=weight.dtype, device=weight.device)
+        return F.embedding(input, weight * mask, padding_idx)
+    if input.dim() != 2:
+        raise ValueError(f"mode='sequence' needs input of shape (T, B) or (B, T) with batch_first,"
+                         f" got shape {tuple(input.shape)}")
+    # One mask entry per (sequence, word type) that actually occurs: O(T·B), not O(B·V).
+    seq = torch.arange(input.shape[0 if batch_first else 1], device=input.device)
+    seq = seq.unsqueeze(1) if batch_first else seq.unsqueeze(0)
+    keys = seq * V + input.long()
+    uniq, inverse = torch.unique(keys, return_inverse=True)
+    mask = bernoulli_mask((uniq.numel(),), p, dtype=weight.dtype, device=weight.device)[inverse]
+    return F.embedding(input, weight, padding_idx) * mask.unsqueeze(-1)
+
+
+class EmbeddingDropout(nn.Embedding):
+    """``nn.Embedding`` with word-type dropout (see :func:`embedding_dropout`).
+
+    Args: as ``nn.Embedding``, plus ``dropout`` (probability of dropping a word type), ``mode``
+    (``"sequence"`` or ``"batch"``) and ``batch_first`` (layout of the ids in ``sequence`` mode).
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dropout: float = 0.1,
+                 mode: str = "sequence", batch_first: bool = False, **kwargs):
+        super().__init__(num_embeddings, embedding_dim, **kwargs)
+        self.dropout = check_probability(dropout, "dropout", allow_one=True)
+        self.mode = _check_mode(mode, _EMB_MODES)
+        self.batch_first = batch_first
+        if self.max_norm is not None or self.sparse:
+            raise ValueError("EmbeddingDropout does not support max_norm or sparse gradients")
+
+    def forward(self, input: Tensor) -> Tensor:
+        return embedding_dropout(input, self.weight, self.dropout, self.training, self.mode,
+                                 self.batch_first, self.padding_idx)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", dropout={self.dropout}, mode={self.mode!r}"
+
+
+# --------------------------------------------------------------------------------------------
+# 4. DropConnect / weight dropout
+# --------------------------------------------------------------------------------------------
+_WD_MODES = ("element", "column")
+
+
+def weight_dropout(weight: Tensor, p: float, training: bool = True, mode: str = "element",
+                   groups: int = 1) -> Tensor:
+    """DropConnect on a weight matrix ``(out, in)``.
+
+    ``mode="element"``: each entry dropped independently. ``mode="column"``: whole input columns
+    dropped — for ``W_hh`` that equals dropping hidden units ``h_{t-1}`` with one mask shared by
+    the whole batch. With ``groups > 1`` (e.g. 4 LSTM gates stacked in ``W_hh``) each block of
+    ``out/groups`` rows gets its own column mask (untied gate masks).
+    """
+    p = check_probability(p, "p", allow_one=True)
+    _check_mode(mode, _WD_MODES)
+    if not training or p == 0.0:
+        return weight
+    if mode == "element":
+        return weight * bernoulli_mask(weight.shape, p, dtype=weight.dtype, device=weight.device)
+    if weight.dim() < 2 or weight.shape[0] % groups:
+        raise ValueError(f"column DropConnect needs a matrix whose rows split into {groups} "
+                         f"groups, got shape {tuple(weight.shape)}")
+    mask = bernoulli_mask((groups, 1, weight.shape[1]), p, dtype=weight.dtype,
+                          device=weight.device)
+    return (weight.reshape(groups, -1, weight.shape[1]) * mask).reshape(weight.shape)
+
+
+class WeightDrop(nn.Module):
+    """Wrap ``module`` so that the named parameters are DropConnect-ed on every training call.
+
+    The stored parameters are never modified: each forward call builds dropped copies and runs
+    the wrapped module on them with :func:`torch.func.functional_call`, so fused kernels (e.g.
+    ``nn.LSTM``'s) still run. In ``eval()`` the module runs on its stored weights.
+
+    Args:
+        module: any ``nn.Module``.
+        weights: name or list of names of parameters of ``module`` (e.g. ``"weight_hh_l0"``).
+        p: drop probability.
+        mode: ``"element"`` or ``"column"`` (see :func:`weight_dropout`).
+        groups: row groups with their own column masks (``4`` for untied LSTM gates).
+
+    Example::
+
+        >>> lstm = WeightDrop(nn.LSTM(10, 20), ["weight_hh_l0"], p=0.5)
+        >>> out, (h, c) = lstm(torch.randn(5, 3, 10))
+    """
+
+    def __init__(self, module: nn.Module, weights: Union[str, Iterable[str]], p: float = 0.5,
+                 mode: str = "element", groups: int = 1):
+        super().__init__()
+        self.module = module
+        self.weights = [weights] if isinstance(weights, str) else list(weights)
+        self.p = check_probability(p, "p", allow_one=True)
+        self.mode = _check_mode(mode, _WD_MODES)
+        self.groups = groups
+        params = dict(module.named_parameters())
+        missing = [w for w in self.weights if w not in params]
+        if missing:
+            raise ValueError(f"{type(module).__name__} has no parameter(s) {missing}; "
+                             f"available: {sorted(params)}")
+
+    def forward(self, *args, **kwargs):
+        if not self.training or self.p == 0.0:
+            return self.module(*args, **kwargs)
+        params = dict(self.module.named_parameters())
+        dropped = {name: weight_dropout(params[name], self.p, True, self.mode, self.groups)
+                   for name in self.weights}
+        return functional_call(self.module, dropped, args, kwargs)
+
+    def extra_repr(self) -> str:
+        return f"weights={self.weights}, p={self.p}, mode={self.mode!r}"
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Other noise distributions (D2L exercises)
+# --------------------------------------------------------------------------------------------
+def gaussian_dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Multiplicative Gaussian noise ``h' = h · ξ``, ``ξ ~ N(1, p/(1-p))``: the same mean and
+    variance as inverted Bernoulli dropout at ``p`` (Srivastava et al. 2014, §10)."""
+    p = check_probability(p, "p")
+    if not training or p == 0.0:
+        return input
+    std = (p / (1.0 - p)) ** 0.5
+    return input * (1.0 + std * torch.randn_like(input))
+
+
+def three_value_dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Mask values ``{0, γ/2, γ}`` with probabilities ``{p, (1-p)/2, (1-p)/2}``.
+
+    ``E[ξ] = (1-p)·3γ/4 = 1`` gives ``γ = 4 / (3 (1-p))``; ``Var[ξ] = (1-p)·5γ²/8 - 1``.
+    """
+    p = check_probability(p, "p")
+    if not training or p == 0.0:
+        return input
+    gamma = 4.0 / (3.0 * (1.0 - p))
+    u = torch.rand_like(input)
+    half = (1.0 - p) / 2.0
+    mask = torch.where(u < p, 0.0, torch.where(u < p + half, gamma / 2, gamma)).to(input.dtype)
+    return input * mask
+
+
+class GaussianDropout(_DropoutBase):
+    """Module form of :func:`gaussian_dropout` (``p`` in [0, 1))."""
+    allow_one = False
+
+    def forward(self, input: Tensor) -> Tensor:
+        return gaussian_dropout(input, self.p, self.training)
+
+
+class ThreeValueDropout(_DropoutBase):
+    """Module form of :func:`three_value_dropout` (``p`` in [0, 1))."""
+    allow_one = False
+
+    def forward(self, input: Tensor) -> Tensor:
+        return three_value_dropout(input, self.p, self.training)

@@ -1,0 +1,17 @@
+import subprocess
+import sys
+
+from rnndrop.cli import main
+from rnndrop.demo import run_demo
+
+
+def test_demo_loss_falls():
+    losses = run_demo(steps=150, every=25, print_fn=lambda *a: None)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_cli_demo_and_module_entry(capsys):
+    assert main(["demo", "--steps", "25"]) == 0
+    assert "step   25" in capsys.readouterr().out
+    r = subprocess.run([sys.executable, "-m", "rnndrop", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "demo" in r.stdout
