@@ -1,0 +1,119 @@
+"""Training throughput (tokens/s) of rnndrop's language model against PyTorch's own structure.
+
+Baseline: nn.Embedding → nn.Dropout → nn.LSTM(dropout=p between layers) → nn.Dropout → nn.Linear,
+the structure of PyTorch's word_language_model example. Ours: rnndrop.models.lm.RNNLanguageModel
+with the chosen scheme. Same sizes, same random token stream, SGD step with clipping, interleaved
+in one process; prints medians over repeats and the ratio ours / baseline (> 1 means faster).
+Measures only — asserts nothing.
+
+    python benchmarks/lm_throughput.py --size small --schemes none zaremba variational
+    python benchmarks/lm_throughput.py --size medium --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from rnndrop.models.lm import RNNLanguageModel
+
+SIZES = {"small": (200, 20, 0.0), "medium": (650, 35, 0.5), "large": (1500, 35, 0.65)}
+VOCAB = 10_000
+
+
+class Baseline(nn.Module):
+    def __init__(self, V, H, L, p):
+        super().__init__()
+        self.drop = nn.Dropout(p)
+        self.encoder = nn.Embedding(V, H)
+        self.rnn = nn.LSTM(H, H, L, dropout=p)
+        self.decoder = nn.Linear(H, V)
+
+    def forward(self, x, hidden):
+        out, hidden = self.rnn(self.drop(self.encoder(x)), hidden)
+        return self.decoder(self.drop(out)), hidden
+
+    def loss(self, x, y, hidden):
+        logits, hidden = self(x, hidden)
+        return nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1)), hidden
+
+
+def ours(V, H, L, p, scheme):
+    if scheme == "none":
+        return RNNLanguageModel(V, H, L)
+    if scheme == "zaremba":
+        return RNNLanguageModel(V, H, L, scheme="zaremba", dropout=p)
+    return RNNLanguageModel(V, H, L, scheme="variational", dropout_embedding=p / 2,
+                            dropout_input=p, dropout_hidden=p / 2, dropout_output=p,
+                            tied_masks=(scheme == "variational-tied"))
+
+
+def step_fn(model, opt, x, y, state):
+    if isinstance(model, Baseline):
+        loss, state = model.loss(x, y, state)
+    else:
+        out, state = model(x, state)
+        loss = model.loss(out, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    return tuple(s.detach() for s in state)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=SIZES, default="small")
+    ap.add_argument("--schemes", nargs="+", default=["none", "zaremba", "variational"],
+                    choices=["none", "zaremba", "variational", "variational-tied"])
+    ap.add_argument("--batch", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    H, T, p = SIZES[args.size]
+    B, L = args.batch, 2
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    models = {"baseline": Baseline(VOCAB, H, L, p)}
+    for s in args.schemes:
+        models[s] = ours(VOCAB, H, L, p, s)
+    opts, states = {}, {}
+    for k, m in models.items():
+        m.to(device).train()
+        opts[k] = torch.optim.SGD(m.parameters(), lr=0.1)
+        z = torch.zeros(L, B, H, device=device)
+        states[k] = (z, z.clone())
+    x = torch.randint(0, VOCAB, (T, B), device=device)
+    y = torch.randint(0, VOCAB, (T, B), device=device)
+    times = {k: [] for k in models}
+    for k in models:                                   # warm-up
+        for _ in range(2):
+            states[k] = step_fn(models[k], opts[k], x, y, states[k])
+    for _ in range(args.repeats):                      # interleaved repeats
+        for k, m in models.items():
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                states[k] = step_fn(m, opts[k], x, y, states[k])
+            sync(device)
+            times[k].append((time.perf_counter() - t0) / args.steps)
+    base = statistics.median(times["baseline"])
+    print(f"LM training throughput, size={args.size} (H={H}, T={T}, B={B}, V={VOCAB}, 2 layers), "
+          f"device={device}, torch {torch.__version__}, threads={torch.get_num_threads()}")
+    print(f"{'model':<18}{'ms/step':>10}{'tokens/s':>12}{'ratio':>8}")
+    for k in models:
+        med = statistics.median(times[k])
+        print(f"{k:<18}{1e3 * med:>10.1f}{T * B / med:>12.0f}{base / med:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Models built from rnndrop components (no training code here)."""

@@ -1,0 +1,110 @@
+"""Word-level recurrent language model (Zaremba et al. 2014; Gal & Ghahramani 2016).
+
+embedding (word-type dropout) → stack of LSTM layers (rnndrop.rnn.LSTM) → output layer
+(full softmax, sampled softmax or adaptive softmax; optional weight tying).
+
+Schemes:
+- ``none``: no dropout.
+- ``zaremba``: fresh masks at every step on the non-recurrent connections only (embedding output,
+  between layers, last output), probability ``dropout``.
+- ``variational``: masks sampled once per sequence and BPTT window on the embedding (word types,
+  per sequence), every layer's input, the recurrent state and the output; tied or untied gate masks.
+No training code here.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_positive_int
+from ..dropout import EmbeddingDropout
+from ..rnn import LSTM
+
+SCHEMES = ("none", "zaremba", "variational")
+
+
+class RNNLanguageModel(nn.Module):
+    """Shapes: ``tokens`` ``(T, B)`` int64 → hidden ``(T, B, H)``; state ``(h, c)`` each
+    ``(num_layers, B, H)``. ``loss(hidden, targets)`` gives the mean NLL per token and
+    ``log_prob(hidden)`` the full log-softmax ``(T, B, V)``."""
+
+    def __init__(self, vocab_size: int, hidden_size: int = 200, num_layers: int = 2,
+                 emb_size: Optional[int] = None, scheme: str = "none", dropout: float = 0.0,
+                 dropout_embedding: float = 0.0, dropout_input: float = 0.0,
+                 dropout_hidden: float = 0.0, dropout_output: float = 0.0,
+                 tied_masks: bool = True, tie_weights: bool = False, init_range: float = 0.1,
+                 output: str = "full", output_params: Optional[dict] = None):
+        super().__init__()
+        check_positive_int(vocab_size, "vocab_size")
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+        emb_size = emb_size or hidden_size
+        if tie_weights and emb_size != hidden_size:
+            raise ValueError("tie_weights needs emb_size == hidden_size")
+        if scheme == "none" and any((dropout, dropout_embedding, dropout_input, dropout_hidden,
+                                     dropout_output)):
+            raise ValueError("scheme 'none' takes no dropout probabilities")
+        if scheme == "zaremba" and any((dropout_embedding, dropout_input, dropout_hidden, dropout_output)):
+            raise ValueError("scheme 'zaremba' uses only dropout= (non-recurrent connections)")
+        if scheme == "variational" and dropout:
+            raise ValueError("scheme 'variational' uses dropout_embedding/input/hidden/output, not dropout=")
+        self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
+        self.scheme, self.init_range = scheme, init_range
+        self.embedding = EmbeddingDropout(vocab_size, emb_size, dropout=dropout_embedding,
+                                          mode="sequence")
+        if scheme == "zaremba":
+            drops = dict(dropout_input=dropout, dropout_between=dropout, dropout_output=dropout,
+                         variational=False)
+        else:
+            drops = dict(dropout_input=dropout_input, dropout_between=dropout_input,
+                         dropout_hidden=dropout_hidden, dropout_output=dropout_output,
+                         variational=True, tied=tied_masks)
+        self.rnn = LSTM(emb_size, hidden_size, num_layers, **drops)
+        from ..softmax import make_output_layer
+        self.decoder = make_output_layer(output, hidden_size, vocab_size, **(output_params or {}))
+        self.reset_parameters()
+        if tie_weights:
+            if not hasattr(self.decoder, "weight"):
+                raise ValueError(f"output {output!r} cannot share the embedding matrix")
+            self.decoder.weight = self.embedding.weight
+
+    def reset_parameters(self) -> None:
+        """Zaremba's initialisation: every parameter uniform in [-init_range, init_range]."""
+        for p in self.parameters():
+            nn.init.uniform_(p, -self.init_range, self.init_range)
+
+    def init_state(self, batch_size: int, device=None) -> tuple[Tensor, Tensor]:
+        w = self.rnn.weight_hh_l0
+        z = torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device or w.device,
+                        dtype=w.dtype)
+        return z, z.clone()
+
+    def forward(self, tokens: Tensor, state=None):
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be (T, B), got shape {tuple(tokens.shape)}")
+        hidden, state = self.rnn(self.embedding(tokens), state)
+        return hidden, state
+
+    def loss(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        return self.decoder.loss(hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1))
+
+    def log_prob(self, hidden: Tensor) -> Tensor:
+        return self.decoder.log_prob(hidden.reshape(-1, hidden.shape[-1])).view(
+            *hidden.shape[:-1], -1)
+
+    @classmethod
+    def from_config(cls, vocab_size: int, m) -> "RNNLanguageModel":
+        """Build from a ``rnndrop.config.ModelConfig``."""
+        output_params = {}
+        if m.output == "sampled":
+            output_params = {"num_sampled": m.num_sampled, "sampler": m.sampler}
+        elif m.output == "adaptive":
+            output_params = {"cutoffs": list(m.cutoffs)}
+        return cls(vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
+                   emb_size=m.emb_size, scheme=m.scheme, dropout=m.dropout,
+                   dropout_embedding=m.dropout_embedding, dropout_input=m.dropout_input,
+                   dropout_hidden=m.dropout_hidden, dropout_output=m.dropout_output,
+                   tied_masks=m.tied_masks, tie_weights=m.tie_weights, init_range=m.init_range,
+                   output=m.output, output_params=output_params)

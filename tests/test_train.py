@@ -1,0 +1,215 @@
+"""Language model, trainer, evaluation, checkpoints and the train/eval CLI on tiny corpora."""
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnndrop import checkpoint as ckpt
+from rnndrop.cli import main
+from rnndrop.config import RunConfig, apply_overrides, load_config
+from rnndrop.data.text import batchify, load_corpus
+from rnndrop.evaluate import perplexity
+from rnndrop.models.lm import RNNLanguageModel
+from rnndrop.train import LMTrainer, TrainingDiverged
+
+WORDS = "the cat sat on a mat and the dog ate my hat".split()
+
+
+def write_corpus(root: Path, n_train=300, seed=0) -> Path:
+    g = torch.Generator().manual_seed(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("valid", 40), ("test", 40)):
+        lines = []
+        for _ in range(n):
+            k = int(torch.randint(3, 9, (1,), generator=g))
+            idx = torch.randint(0, len(WORDS), (k,), generator=g).tolist()
+            lines.append(" ".join(WORDS[i] for i in idx))
+        if split == "train":
+            lines.append("<unk> " + " ".join(WORDS))  # every word and <unk> seen in train
+        (root / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def tiny_cfg(**over) -> RunConfig:
+    cfg = RunConfig()
+    cfg.model.hidden_size, cfg.model.num_layers, cfg.model.init_range = 16, 2, 0.1
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.eval_batch_size, cfg.train.bptt = 2, 4, 2, 7
+    cfg.train.checkpoint_every = 0
+    return apply_overrides(cfg, [f"{k}={v}" for k, v in over.items()])
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return load_corpus(write_corpus(tmp_path / "data"), layout="ptb")
+
+
+def test_uniform_model_perplexity_is_vocab_size(corpus):
+    model = RNNLanguageModel(len(corpus.vocab), hidden_size=8, num_layers=1)
+    with torch.no_grad():
+        model.decoder.weight.zero_()
+        model.decoder.bias.zero_()
+    ppl = perplexity(model, batchify(corpus.test, 2), bptt=5)
+    assert ppl == pytest.approx(len(corpus.vocab), rel=1e-5)
+
+
+def test_mc_with_p0_equals_deterministic(corpus):
+    torch.manual_seed(0)
+    model = RNNLanguageModel(len(corpus.vocab), hidden_size=8, num_layers=2, scheme="variational")
+    data = batchify(corpus.valid, 2)
+    det = perplexity(model, data, bptt=5)
+    mc = perplexity(model, data, bptt=5, mc_samples=3, mc_batch=2)
+    assert mc == pytest.approx(det, rel=1e-5)
+
+
+def test_mc_dropout_averages_probabilities(corpus):
+    torch.manual_seed(0)
+    model = RNNLanguageModel(len(corpus.vocab), hidden_size=8, num_layers=1, scheme="variational",
+                             dropout_hidden=0.5, dropout_output=0.5)
+    data = batchify(corpus.valid, 2)
+    torch.manual_seed(1)
+    mc = perplexity(model, data, bptt=5, mc_samples=4, mc_batch=4)
+    torch.manual_seed(1)
+    mc_chunked = perplexity(model, data, bptt=5, mc_samples=4, mc_batch=4)
+    assert mc == mc_chunked                       # seeded: repeatable
+    assert math.isfinite(mc) and mc != perplexity(model, data, bptt=5)
+
+
+def test_tiny_model_overfits_tiny_corpus(tmp_path):
+    root = tmp_path / "rep"
+    root.mkdir()
+    text = "\n".join(["a b c d e f g"] * 60) + "\n"
+    for s in ("train", "valid", "test"):
+        (root / f"ptb.{s}.txt").write_text(text)
+    corpus = load_corpus(root, layout="ptb", unk="add")
+    cfg = tiny_cfg(**{"train.epochs": 6, "train.lr": 1.0, "train.decay_after": 100,
+                      "model.hidden_size": 24})
+    res = LMTrainer(cfg, corpus, tmp_path / "run", progress=False, log=lambda *a: None).train()
+    assert res["test_ppl"] < 1.5   # a deterministic cycle: almost certain after training
+
+
+@pytest.mark.parametrize("scheme", ["variational", "zaremba"])
+def test_resume_continues_the_same_trajectory(corpus, tmp_path, scheme):
+    over = {"model.scheme": scheme, "train.epochs": 2, "train.variable_bptt": "true"}
+    if scheme == "variational":
+        over.update({"model.dropout_embedding": 0.1, "model.dropout_hidden": 0.3,
+                     "model.dropout_input": 0.3, "model.dropout_output": 0.3,
+                     "model.tied_masks": "false", "train.weight_decay": 1e-4})
+    else:
+        over["model.dropout"] = 0.3
+    quiet = dict(progress=False, log=lambda *a: None)
+    full = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "full", **quiet)
+    full.train()
+    # Interrupted after 7 steps (mid-epoch 1), then resumed in a fresh trainer.
+    part = LMTrainer(tiny_cfg(**over, **{"train.max_steps": 7}), corpus, tmp_path / "part", **quiet)
+    part.train()
+    resumed = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "part", **quiet)
+    resumed.resume(tmp_path / "part" / "last.pt")
+    resumed.train()
+    for (n, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert full.state.history[-1]["valid_ppl"] == resumed.state.history[-1]["valid_ppl"]
+
+
+def test_seeded_runs_are_bitwise_repeatable(corpus, tmp_path):
+    over = {"model.scheme": "variational", "model.dropout_hidden": 0.3, "train.epochs": 1}
+    quiet = dict(progress=False, log=lambda *a: None)
+    a = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "a", **quiet)
+    a.train()
+    b = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "b", **quiet)
+    b.train()
+    assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters()))
+
+
+def test_non_finite_loss_restores_last_good_checkpoint(corpus, tmp_path):
+    quiet = dict(progress=False, log=lambda *a: None)
+    tr = LMTrainer(tiny_cfg(**{"train.epochs": 2}), corpus, tmp_path / "run", **quiet)
+    tr.cfg.train.epochs = 1
+    tr.train()                                  # one good epoch, checkpoint written
+    good = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.cfg.train.epochs = 2
+    with torch.no_grad():
+        tr.model.decoder.bias[0] = float("nan")
+    with pytest.raises(TrainingDiverged, match="non-finite"):
+        tr.train()
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(v, good[k]), k
+
+
+def test_checkpoint_atomic_and_corruption_is_clear(tmp_path):
+    p = ckpt.save({"x": torch.ones(3)}, tmp_path / "c.pt")
+    assert [f.name for f in tmp_path.iterdir()] == ["c.pt"]       # no temp file left
+    assert torch.equal(ckpt.load(p)["x"], torch.ones(3))
+    data = p.read_bytes()
+    (tmp_path / "bad.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ckpt.CheckpointError, match="corrupted"):
+        ckpt.load(tmp_path / "bad.pt")
+    torch.save({"y": 1}, tmp_path / "other.pt")
+    with pytest.raises(ckpt.CheckpointError, match="not an rnndrop checkpoint"):
+        ckpt.load(tmp_path / "other.pt")
+    with pytest.raises(ckpt.CheckpointError, match="not found"):
+        ckpt.load(tmp_path / "missing.pt")
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_checkpoint_refuses_pickled_code(tmp_path):
+    torch.save({"format": ckpt.FORMAT, "payload": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ckpt.CheckpointError):
+        ckpt.load(tmp_path / "evil.pt")
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ValueError, match="unknown key 'model.hiden_size'"):
+        apply_overrides(RunConfig(), ["model.hiden_size=3"])
+    with pytest.raises(ValueError, match="train.epochs expects int"):
+        apply_overrides(RunConfig(), ["train.epochs=many"])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nhidden_size = 'big'\n")
+    with pytest.raises(ValueError, match="model.hidden_size expects int"):
+        load_config(bad)
+    for f in sorted(Path(__file__).parents[1].glob("configs/*.toml")):
+        load_config(f)   # every shipped recipe parses
+
+
+def test_cli_train_eval_and_bad_checkpoint(tmp_path, capsys):
+    data = write_corpus(tmp_path / "data")
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("[model]\nhidden_size = 8\nnum_layers = 1\nscheme = 'variational'\n"
+                   "dropout_hidden = 0.2\n[train]\nepochs = 1\nbatch_size = 4\n"
+                   "eval_batch_size = 2\nbptt = 5\n")
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--data", str(data), "--out", str(out), "--no-progress",
+                 "--set", "train.seed=3"]) == 0
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    assert (out / "learning_curve.png").stat().st_size > 0
+    rec = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rec[0]["epoch"] == 1 and math.isfinite(rec[0]["valid_ppl"])
+    capsys.readouterr()
+    assert main(["eval", str(out / "best.pt"), "--data", str(data), "--mc", "3",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "MC dropout, 3 samples" in printed
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert main(["eval", str(tmp_path / "junk.pt"), "--data", str(data)]) == 2
+    assert "corrupted" in capsys.readouterr().err
+
+
+def test_vocabulary_mismatch_is_clear(tmp_path):
+    d1 = write_corpus(tmp_path / "d1")
+    d2 = tmp_path / "d2"
+    d2.mkdir()
+    for s in ("train", "valid", "test"):
+        (d2 / f"ptb.{s}.txt").write_text("completely different words <unk>\n")
+    tr = LMTrainer(tiny_cfg(**{"train.epochs": 1}), load_corpus(d1, layout="ptb"), tmp_path / "r",
+                   progress=False, log=lambda *a: None)
+    tr.train()
+    other = LMTrainer(tiny_cfg(), load_corpus(d2, layout="ptb"), tmp_path / "r2", progress=False,
+                      log=lambda *a: None)
+    with pytest.raises(Exception, match="(?i)vocab"):
+        other.resume(tmp_path / "r" / "last.pt")
