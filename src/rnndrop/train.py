@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .config import RunConfig
+from .diagnostics import clip_grad_norm
 from .evaluate import perplexity
 from .models.lm import RNNLanguageModel
 
@@ -111,6 +112,7 @@ class LMTrainer:
         self.test_data = batchify(corpus.test, t.eval_batch_size)
         self.state = TrainState()
         self.hidden = None
+        self._step_log: list[str] = []
         self.out.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------------- checkpoints
@@ -128,11 +130,23 @@ class LMTrainer:
         }
 
     def save(self, name: str = "last.pt") -> Path:
-        return ckpt.save(self.state_dict(), self.out / name)
+        path = ckpt.save(self.state_dict(), self.out / name)
+        if name == "last.pt":
+            self._flush_step_log()
+        return path
+
+    def _flush_step_log(self) -> None:
+        """Per-step loss and pre-clip gradient norm, written only together with a checkpoint so
+        that the log and the checkpoint always agree (a resumed run appends without gaps)."""
+        if self._step_log:
+            with open(self.out / "steps.jsonl", "a") as f:
+                f.write("\n".join(self._step_log) + "\n")
+            self._step_log.clear()
 
     def load_state_dict(self, st: dict, path="checkpoint") -> None:
         from .data.text import check_vocab
         check_vocab(st["vocab"], self.corpus, source=str(path))
+        self._step_log.clear()   # steps after the checkpoint are replayed, not kept twice
         try:
             self.model.load_state_dict(st["model"])
         except RuntimeError as e:
@@ -213,8 +227,8 @@ class LMTrainer:
                                             f"step {st.step + 1}")
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip if t.clip > 0 else math.inf)
-                if not torch.isfinite(gnorm):
+                clip = clip_grad_norm(model.parameters(), t.clip if t.clip > 0 else math.inf)
+                if not clip.finite:
                     self._restore_last_good(f"non-finite gradient norm at epoch {st.epoch}, step {st.step + 1}")
                 self.opt.step()
                 if t.weight_decay:
@@ -225,8 +239,10 @@ class LMTrainer:
                 ntok = y.numel()
                 es["loss"] += loss.item() * ntok
                 es["tokens"] += ntok
-                es["clipped"] += int(t.clip > 0 and gnorm.item() > t.clip)
-                es["grad_norm"] += gnorm.item()
+                es["clipped"] += int(clip.clipped)
+                es["grad_norm"] += clip.total_norm
+                self._step_log.append(f'{{"step": {st.step + 1}, "loss": {loss.item():.6g}, '
+                                      f'"grad_norm": {clip.total_norm:.6g}, "clipped": {str(clip.clipped).lower()}}}')
                 es["steps"] += 1
                 st.step += 1
                 st.position = pos + x.shape[0]
