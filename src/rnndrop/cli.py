@@ -58,7 +58,8 @@ def _eval(args) -> int:
     cfg = RunConfig.from_dict(st["config"], str(args.checkpoint))
     corpus = load_corpus_for(cfg, args.data)
     check_vocab(st["vocab"], corpus, source=str(args.checkpoint))
-    model = RNNLanguageModel.from_config(len(corpus.vocab), cfg.model)
+    model = RNNLanguageModel.from_config(len(corpus.vocab), cfg.model,
+                                         counts=getattr(corpus.vocab, "counts", None))
     model.load_state_dict(st["model"])
     model.to(args.device or "cpu")
     data = batchify(getattr(corpus, args.split), cfg.train.eval_batch_size)

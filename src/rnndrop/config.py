@@ -16,8 +16,9 @@ from typing import Any, Optional
 @dataclass
 class DataConfig:
     dir: Optional[str] = None           # None: $RNNDROP_DATA/ptb for layout "ptb"
-    layout: str = "ptb"                 # ptb | wikitext | chars
+    layout: str = "ptb"                 # ptb | wikitext | chars | imdb-lm
     unk: str = "error"                  # policy when valid/test have words unseen in train
+    max_vocab: Optional[int] = None     # imdb-lm: keep the most frequent words (None: count >= 2)
 
 
 @dataclass
@@ -37,6 +38,8 @@ class ModelConfig:
     output: str = "full"                # full | sampled | adaptive
     num_sampled: int = 1024             # sampled softmax: negatives per batch
     sampler: str = "log_uniform"        # sampled softmax proposal: log_uniform | unigram
+    alpha: float = 0.75                 # sampled softmax, unigram: P ∝ (train count + 1)^alpha
+    unique: bool = True                 # sampled softmax: k distinct negatives (as TF)
     cutoffs: list = field(default_factory=lambda: [2000, 10000])  # adaptive softmax
 
 
@@ -53,6 +56,10 @@ class TrainConfig:
     lr_decay: float = 2.0               # lr /= lr_decay every epoch after decay_after
     decay_after: int = 4
     clip: float = 5.0                   # global gradient-norm threshold (0: off)
+    # "sum_over_time": the objective is the NLL summed over the BPTT window and averaged over
+    # the batch, as in Zaremba's and Gal's code, for which their lr = 1 and clip 5/10 are set.
+    # "mean": NLL averaged over all tokens (PyTorch's word_language_model; needs lr ≈ 20).
+    loss_reduction: str = "sum_over_time"
     weight_decay: float = 0.0           # Gal: after the step, w -= weight_decay * w
     device: str = "cpu"
     threads: int = 0                    # 0: torch default

@@ -34,6 +34,7 @@ projection is one large matrix product and only the recurrence loops over time
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Union
 
 import torch
@@ -54,6 +55,10 @@ ACTIVATIONS = {
 }
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+# Each layer hands cuDNN its own weight tensors (they may be DropConnect-ed copies), so cuDNN's
+# advice to flatten them into one buffer does not apply; the copy it makes is per layer and small.
+warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
 
 
 def _fast_backend():

@@ -99,7 +99,11 @@ class LMTrainer:
         torch.manual_seed(t.seed)
         self.gen = torch.Generator().manual_seed(t.seed)
         vocab_size = len(corpus.vocab)
-        self.model = RNNLanguageModel.from_config(vocab_size, cfg.model).to(self.device)
+        self.model = RNNLanguageModel.from_config(
+            vocab_size, cfg.model, counts=getattr(corpus.vocab, "counts", None)).to(self.device)
+        if t.loss_reduction not in ("sum_over_time", "mean"):
+            raise ValueError(f"train.loss_reduction must be 'sum_over_time' or 'mean', got "
+                             f"{t.loss_reduction!r}")
         if t.optimizer == "sgd":
             self.opt = torch.optim.SGD(self.model.parameters(), lr=t.lr)
         elif t.optimizer == "adam":
@@ -216,8 +220,9 @@ class LMTrainer:
                 x, y = x.to(self.device), y.to(self.device)
                 if self.hidden is not None:
                     self.hidden = tuple(h.detach() for h in self.hidden)
-                # Variable BPTT rescales lr by the window length, as AWD-LSTM does.
-                if t.variable_bptt:
+                # With a per-token mean loss, variable BPTT rescales lr by the window length as
+                # AWD-LSTM does; a loss summed over the window already scales with it.
+                if t.variable_bptt and t.loss_reduction == "mean":
                     for g in self.opt.param_groups:
                         g["lr"] = lr * x.shape[0] / t.bptt
                 out, hidden = model(x, self.hidden)
@@ -226,7 +231,8 @@ class LMTrainer:
                     self._restore_last_good(f"non-finite loss ({loss.item()}) at epoch {st.epoch}, "
                                             f"step {st.step + 1}")
                 self.opt.zero_grad(set_to_none=True)
-                loss.backward()
+                # Zaremba's objective sums the per-token NLL over the window (mean over batch).
+                (loss * x.shape[0] if t.loss_reduction == "sum_over_time" else loss).backward()
                 clip = clip_grad_norm(model.parameters(), t.clip if t.clip > 0 else math.inf)
                 if not clip.finite:
                     self._restore_last_good(f"non-finite gradient norm at epoch {st.epoch}, step {st.step + 1}")

@@ -95,11 +95,21 @@ class RNNLanguageModel(nn.Module):
             *hidden.shape[:-1], -1)
 
     @classmethod
-    def from_config(cls, vocab_size: int, m) -> "RNNLanguageModel":
-        """Build from a ``rnndrop.config.ModelConfig``."""
+    def from_config(cls, vocab_size: int, m, counts=None) -> "RNNLanguageModel":
+        """Build from a ``rnndrop.config.ModelConfig``. ``counts``: ``(V,)`` training counts
+        aligned to the ids (``corpus.vocab.counts``), needed by ``sampler="unigram"``, whose
+        proposal is then ``(counts + 1) ** alpha`` (+1: words unseen in training stay
+        sampleable)."""
         output_params = {}
         if m.output == "sampled":
-            output_params = {"num_sampled": m.num_sampled, "sampler": m.sampler}
+            output_params = {"num_sampled": m.num_sampled, "sampler": m.sampler,
+                             "unique": m.unique, "remove_accidental_hits": m.unique}
+            if str(m.sampler).lower() == "unigram":
+                if counts is None:
+                    raise ValueError("model.sampler='unigram' needs the training counts "
+                                     "(from_config(..., counts=corpus.vocab.counts))")
+                output_params.update(counts=torch.as_tensor(counts, dtype=torch.float64) + 1,
+                                     alpha=m.alpha)
         elif m.output == "adaptive":
             output_params = {"cutoffs": list(m.cutoffs)}
         return cls(vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
