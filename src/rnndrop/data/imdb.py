@@ -1,0 +1,111 @@
+"""IMDB Large Movie Review Dataset (Maas et al. 2011), aclImdb layout.
+
+Read from an extracted ``<root>/imdb/aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt`` or straight
+from ``<root>/imdb/aclImdb_v1.tar.gz`` (streamed, nothing extracted). Reviews longer than the
+length limit are truncated, never dropped.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tarfile
+from collections import Counter
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ._download import DataError, data_root, ensure_file
+
+PAD, UNK = "<pad>", "<unk>"
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+_NAME = re.compile(r"aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case, ``<br />`` → space, words (with inner apostrophes) and punctuation marks."""
+    return _TOKEN.findall(text.lower().replace("<br />", " "))
+
+
+def _records_from_dir(base: Path, split: str):
+    for label, sub in ((1, "pos"), (0, "neg")):
+        d = base / split / sub
+        if not d.is_dir():
+            raise DataError(f"IMDB folder {d} not found")
+        for f in sorted(d.glob("*.txt")):
+            m = _NAME.search(f.as_posix())
+            if not m:
+                raise DataError(f"{f}: unexpected file name (expected <id>_<rating>.txt)")
+            yield f.read_text(encoding="utf-8", errors="replace"), label, int(m.group(4))
+
+
+def _records_from_tar(path: Path, splits: Sequence[str]):
+    out = {s: [] for s in splits}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                m = _NAME.search(member.name)
+                if not m or m.group(1) not in out:
+                    continue
+                text = tar.extractfile(member).read().decode("utf-8", errors="replace")
+                out[m.group(1)].append((text, 1 if m.group(2) == "pos" else 0, int(m.group(4)),
+                                        int(m.group(3))))
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataError(f"{path}: cannot read the archive ({e})") from None
+    for s in splits:  # archive order is arbitrary: sort like the directory reader (label, id)
+        out[s].sort(key=lambda r: (-r[1], r[3]))
+        out[s] = [r[:3] for r in out[s]]
+    return out
+
+
+def load_imdb(root: Optional[os.PathLike | str] = None, split: str = "train",
+              limit: Optional[int] = None, seed: int = 0) -> list[tuple[str, int, int]]:
+    """``[(text, label 1=pos/0=neg, rating 1-10), ...]`` for ``split``; ``limit`` takes a seeded,
+    class-balanced random subset."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    base = data_root(root) / "imdb"
+    if (base / "aclImdb" / split).is_dir():
+        recs = list(_records_from_dir(base / "aclImdb", split))
+    else:
+        tar = ensure_file(data_root(root), "imdb/aclImdb_v1.tar.gz", "imdb", "IMDB")
+        recs = _records_from_tar(tar, [split])[split]
+    if not recs:
+        raise DataError(f"no IMDB {split} reviews found under {base}")
+    return balanced_subset(recs, limit, seed) if limit else recs
+
+
+def balanced_subset(recs: list, limit: int, seed: int = 0) -> list:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for label in (0, 1):
+        group = [r for r in recs if r[1] == label]
+        idx = torch.randperm(len(group), generator=g)[: limit // 2 + (limit % 2 if label else 0)]
+        out += [group[i] for i in idx.tolist()]
+    order = torch.randperm(len(out), generator=g).tolist()
+    return [out[i] for i in order]
+
+
+def build_vocab(token_lists: Sequence[Sequence[str]], max_size: int = 20000,
+                min_freq: int = 1) -> dict[str, int]:
+    """Top-``max_size`` training words (``<pad>`` = 0, ``<unk>`` = 1 included)."""
+    cnt = Counter(w for toks in token_lists for w in toks)
+    words = [w for w, c in cnt.most_common() if c >= min_freq][: max(0, max_size - 2)]
+    return {PAD: 0, UNK: 1, **{w: i + 2 for i, w in enumerate(words)}}
+
+
+def encode_reviews(token_lists: Sequence[Sequence[str]], vocab: dict[str, int],
+                   max_len: int) -> tuple[Tensor, Tensor]:
+    """Padded ids ``(N, max_len)`` (batch-first, right-padded with 0) and true lengths ``(N,)``;
+    longer reviews are truncated to their first ``max_len`` tokens."""
+    if max_len <= 0:
+        raise ValueError(f"max_len must be positive, got {max_len}")
+    ids = torch.zeros(len(token_lists), max_len, dtype=torch.long)
+    lengths = torch.zeros(len(token_lists), dtype=torch.long)
+    unk = vocab[UNK]
+    for i, toks in enumerate(token_lists):
+        row = [vocab.get(w, unk) for w in toks[:max_len]] or [unk]  # an empty review: one <unk>
+        ids[i, : len(row)] = torch.tensor(row)
+        lengths[i] = len(row)
+    return ids, lengths

@@ -1,0 +1,199 @@
+"""Word-level (and character-level) language-modelling corpora.
+
+Layouts: Mikolov's PTB (``ptb.{train,valid,test}.txt``), WikiText (``wiki.{train,valid,test}.tokens``)
+and ``chars`` (any ``{train,valid,test}.txt``: every character a token). One ``<eos>`` is appended
+per line. The vocabulary is built on train, ids sorted by descending train frequency (ties: first
+appearance), so id order is the Zipfian order that sampled-softmax proposals assume.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ._download import DataError, data_root, ensure_file
+
+EOS, UNK = "<eos>", "<unk>"
+_LAYOUTS = {"ptb": "ptb.{}.txt", "wikitext": "wiki.{}.tokens", "chars": "{}.txt"}
+SPLITS = ("train", "valid", "test")
+
+
+class Vocabulary:
+    """Word ↔ id. ``counts[i]`` is the train count of word ``i`` (a float tensor)."""
+
+    def __init__(self, words: Sequence[str], counts: Optional[Sequence[float]] = None):
+        self.itos = list(words)
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        if len(self.stoi) != len(self.itos):
+            raise DataError("vocabulary has duplicate words")
+        self.counts = torch.tensor(list(counts) if counts is not None else [0] * len(self.itos),
+                                   dtype=torch.float64)
+
+    @classmethod
+    def build(cls, tokens: Iterable[str], max_size: Optional[int] = None, min_count: int = 1,
+              specials: Sequence[str] = ()) -> "Vocabulary":
+        cnt = Counter(tokens)
+        words = sorted(cnt, key=lambda w: -cnt[w])  # stable: ties keep first appearance
+        words = [w for w in words if cnt[w] >= min_count and w not in specials]
+        if max_size is not None:
+            words = words[: max(0, max_size - len(specials))]
+        words = list(specials) + words
+        return cls(words, [cnt.get(w, 0) for w in words])
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.stoi
+
+    def encode(self, words: Sequence[str], unk: Optional[str] = UNK) -> Tensor:
+        u = self.stoi.get(unk) if unk is not None else None
+        try:
+            return torch.tensor([self.stoi[w] if u is None else self.stoi.get(w, u) for w in words],
+                                dtype=torch.long)
+        except KeyError as e:
+            raise DataError(f"word {e.args[0]!r} is not in the vocabulary and it has no {UNK}") from None
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        return [self.itos[int(i)] for i in ids]
+
+    def to_dict(self) -> dict:
+        return {"itos": self.itos, "counts": self.counts.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Vocabulary":
+        return cls(d["itos"], d.get("counts"))
+
+
+@dataclass
+class Corpus:
+    """``train``/``valid``/``test``: 1-D LongTensors of ids; ``vocab``: the train vocabulary."""
+    train: Tensor
+    valid: Tensor
+    test: Tensor
+    vocab: Vocabulary
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"missing split: {path} not found")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path} is empty")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}, line {line})") from None
+    return text.splitlines()
+
+
+def _tokens(path: Path, chars: bool) -> list[str]:
+    out: list[str] = []
+    for line in _read_lines(path):
+        if chars:
+            out.extend(line)
+        else:
+            out.extend(line.split())
+        out.append(EOS)
+    return out
+
+
+def load_corpus(path: os.PathLike | str, layout: str = "auto", unk: str = "error") -> Corpus:
+    """Read the three splits from directory ``path``.
+
+    ``unk`` decides what happens to valid/test tokens unseen in train when the train vocabulary
+    has no ``<unk>``: ``"error"`` (a DataError naming the file and a word), ``"add"`` (add
+    ``<unk>`` to the vocabulary) — with ``<unk>`` present they always map to it.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"corpus directory {root} not found")
+    if layout == "auto":
+        layout = next((k for k, pat in _LAYOUTS.items() if (root / pat.format("train")).is_file()), None)
+        if layout is None:
+            raise DataError(f"{root}: no ptb.train.txt, wiki.train.tokens or train.txt found")
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {sorted(_LAYOUTS)} or 'auto', got {layout!r}")
+    if unk not in ("error", "add", "map"):
+        raise ValueError(f"unk must be 'error', 'add' or 'map', got {unk!r}")
+    files = {s: root / _LAYOUTS[layout].format(s) for s in SPLITS}
+    toks = {s: _tokens(f, layout == "chars") for s, f in files.items()}
+    vocab = Vocabulary.build(toks["train"])
+    if UNK not in vocab:
+        unseen = {s: next((w for w in toks[s] if w not in vocab), None) for s in ("valid", "test")}
+        bad = [s for s, w in unseen.items() if w is not None]
+        if bad and unk in ("error", "map"):
+            s = bad[0]
+            raise DataError(f"{files[s]}: word {unseen[s]!r} does not occur in {files['train'].name}"
+                            f" and the corpus has no {UNK}; choose unk='add' (--set data.unk=add)")
+        if unk == "add":
+            vocab = Vocabulary(vocab.itos + [UNK], vocab.counts.tolist() + [0])
+    ids = {s: vocab.encode(t, UNK if UNK in vocab else None) for s, t in toks.items()}
+    return Corpus(ids["train"], ids["valid"], ids["test"], vocab)
+
+
+def load_ptb(root: Optional[os.PathLike | str] = None) -> Corpus:
+    """PTB from ``<root>/ptb`` (verified by SHA-256; downloaded if absent)."""
+    base = data_root(root)
+    for s in SPLITS:
+        ensure_file(base, f"ptb/ptb.{s}.txt", "ptb", "PTB")
+    return load_corpus(base / "ptb", layout="ptb")
+
+
+def lm_corpus_from_texts(train: Sequence[Sequence[str]], valid: Sequence[Sequence[str]],
+                         test: Sequence[Sequence[str]], max_vocab: Optional[int] = None,
+                         min_count: int = 2) -> Corpus:
+    """A corpus from tokenised documents (each a list of words; ``<eos>`` after each document).
+    Words seen fewer than ``min_count`` times in train, or beyond ``max_vocab``, become ``<unk>``."""
+    def flat(docs):
+        out = []
+        for d in docs:
+            out.extend(d)
+            out.append(EOS)
+        return out
+    tr, va, te = flat(train), flat(valid), flat(test)
+    vocab = Vocabulary.build(tr, max_size=max_vocab, min_count=min_count, specials=(EOS, UNK))
+    cnt = Counter(tr)
+    vocab.counts = torch.tensor([cnt.get(w, 0) for w in vocab.itos], dtype=torch.float64)
+    vocab.counts[vocab.stoi[UNK]] = sum(c for w, c in cnt.items() if w not in vocab)
+    # Re-sort the specials into frequency order so ids stay Zipfian.
+    order = sorted(range(len(vocab)), key=lambda i: -vocab.counts[i].item())
+    vocab = Vocabulary([vocab.itos[i] for i in order], [vocab.counts[i].item() for i in order])
+    return Corpus(vocab.encode(tr), vocab.encode(va), vocab.encode(te), vocab)
+
+
+def check_vocab(vocab_dict: dict, corpus: Corpus, source: str = "checkpoint") -> None:
+    """Raise a DataError if a checkpoint's vocabulary differs from the corpus's."""
+    theirs = list(vocab_dict.get("itos", []))
+    ours = corpus.vocab.itos
+    if theirs != ours:
+        diff = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
+        raise DataError(f"vocabulary mismatch between {source} ({len(theirs)} words) and the corpus "
+                        f"({len(ours)} words), first difference at id {diff}: was the model trained "
+                        f"on another corpus?")
+
+
+def batchify(data: Tensor, batch_size: int) -> Tensor:
+    """Cut a 1-D stream into ``batch_size`` parallel streams: ``(N // B, B)``, time-major; the
+    remainder is dropped (as PyTorch's word_language_model example)."""
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    n = data.numel() // batch_size
+    if n < 2:
+        raise DataError(f"stream of {data.numel()} tokens is too short for batch size {batch_size}")
+    return data[: n * batch_size].view(batch_size, n).t().contiguous()
+
+
+def bptt_batches(source: Tensor, bptt: int, start: int = 0):
+    """Yield ``(x, y)`` windows ``(T, B)`` of a batchified stream from position ``start``; ``y`` is
+    ``x`` shifted by one. Fixed-length windows cover every position exactly once (the trainer
+    has the variable-length version)."""
+    for i in range(start, source.shape[0] - 1, bptt):
+        n = min(bptt, source.shape[0] - 1 - i)
+        yield source[i:i + n], source[i + 1:i + 1 + n]
