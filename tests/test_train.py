@@ -205,7 +205,7 @@ def test_vocabulary_mismatch_is_clear(tmp_path):
     d2 = tmp_path / "d2"
     d2.mkdir()
     for s in ("train", "valid", "test"):
-        (d2 / f"ptb.{s}.txt").write_text("completely different words <unk>\n")
+        (d2 / f"ptb.{s}.txt").write_text("completely different words <unk>\n" * 20)
     tr = LMTrainer(tiny_cfg(**{"train.epochs": 1}), load_corpus(d1, layout="ptb"), tmp_path / "r",
                    progress=False, log=lambda *a: None)
     tr.train()

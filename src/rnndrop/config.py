@@ -18,7 +18,8 @@ class DataConfig:
     dir: Optional[str] = None           # None: $RNNDROP_DATA/ptb for layout "ptb"
     layout: str = "ptb"                 # ptb | wikitext | chars | imdb-lm
     unk: str = "error"                  # policy when valid/test have words unseen in train
-    max_vocab: Optional[int] = None     # imdb-lm: keep the most frequent words (None: count >= 2)
+    max_vocab: Optional[int] = None     # imdb-lm: keep at most this many words (None: no cap)
+    min_count: int = 2                  # imdb-lm: rarer train words become <unk>
 
 
 @dataclass

@@ -350,6 +350,9 @@ def load_corpus_for(cfg: RunConfig, data_dir: Optional[str] = None):
     """The corpus a config names: ``data_dir`` (or ``cfg.data.dir``), else the data root."""
     from .data import text
     d = data_dir or cfg.data.dir
+    if cfg.data.layout == "imdb-lm":          # the data root (holding imdb/), else $RNNDROP_DATA
+        from .data.imdb_lm import load_imdb_lm
+        return load_imdb_lm(d, max_vocab=cfg.data.max_vocab, min_count=cfg.data.min_count)
     if cfg.data.layout == "ptb" and d is None:
         return text.load_ptb()
     if d is None:

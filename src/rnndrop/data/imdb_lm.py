@@ -5,12 +5,13 @@ with a fixed seed and split into valid (``valid_fraction`` of them, 1,000 by def
 (the rest); the 25,000 test reviews, in the loader's order, are the test split. Reviews are
 lower-cased and tokenised as in the IMDB sentiment study (:func:`rnndrop.data.imdb.tokenize`),
 one ``<eos>`` after each review. The vocabulary is built on train: every word seen at least
-``min_count`` times (2: about 100k words on the full data set), or the ``max_vocab`` most frequent;
-other words become ``<unk>``. Ids are sorted by decreasing train frequency (``<eos>`` and
+``min_count`` times (2: 49,240 words on the full data set, ``<eos>`` and ``<unk>`` included; 1:
+about 79k), at most the ``max_vocab`` most frequent; other words become ``<unk>``. Ids are sorted by decreasing train frequency (``<eos>`` and
 ``<unk>`` included), the Zipfian order the log-uniform sampled-softmax proposal assumes, and
 ``vocab.counts`` holds the train counts (for the unigram proposal).
 
-This is the ``imdb-lm`` data layout of ``rnndrop train`` (``--set data.max_vocab=N``).
+This is the ``imdb-lm`` data layout of ``rnndrop train`` (``--set data.max_vocab=N``,
+``--set data.min_count=N``).
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def imdb_root(path: Optional[os.PathLike | str] = None) -> Path:
 
 
 def load_imdb_lm(root: Optional[os.PathLike | str] = None, max_vocab: Optional[int] = None,
-                 min_count: int = 2, valid_fraction: float = 0.04, seed: int = 0) -> Corpus:
+                 min_count: int = 2, valid_fraction: float = 0.04, seed: int = 0,
+                 include_test: bool = True) -> Corpus:
     """The IMDB LM corpus (see the module docstring).
 
     Args:
@@ -51,6 +53,8 @@ def load_imdb_lm(root: Optional[os.PathLike | str] = None, max_vocab: Optional[i
         min_count: words seen fewer times in train become ``<unk>``.
         valid_fraction: share of the training reviews held out as valid (at least one review).
         seed: the train/valid shuffle.
+        include_test: ``False`` skips reading the test reviews (``corpus.test`` is then empty):
+            a quicker way to the vocabulary and the train/valid streams.
 
     Returns:
         A :class:`rnndrop.data.text.Corpus` (1-D id streams and the vocabulary with ``counts``).
@@ -63,7 +67,7 @@ def load_imdb_lm(root: Optional[os.PathLike | str] = None, max_vocab: Optional[i
                          f"got {max_vocab!r}")
     base = imdb_root(root)
     train = load_imdb(base, "train")
-    test = load_imdb(base, "test")
+    test = load_imdb(base, "test") if include_test else []
     if len(train) < 2:
         raise DataError(f"need at least 2 IMDB training reviews to split off a valid set, "
                         f"found {len(train)}")
