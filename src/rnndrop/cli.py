@@ -38,6 +38,12 @@ def _train(args) -> int:
                                           Path("runs") / Path(args.config).stem)
     corpus = load_corpus_for(cfg, args.data)
     trainer = LMTrainer(cfg, corpus, out, progress=not args.no_progress)
+    # A polite kill (SIGTERM, e.g. from a job scheduler) saves a checkpoint like Ctrl-C does.
+    import signal
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _term)
     if resume is not None:
         trainer.resume(resume)
     print(f"run directory: {out}")
