@@ -213,3 +213,27 @@ def test_vocabulary_mismatch_is_clear(tmp_path):
                       log=lambda *a: None)
     with pytest.raises(Exception, match="(?i)vocab"):
         other.resume(tmp_path / "r" / "last.pt")
+
+
+def test_sigterm_mid_run_saves_a_resumable_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    data = write_corpus(tmp_path / "data", n_train=2000)
+    cfg = tmp_path / "long.toml"
+    cfg.write_text("[model]\nhidden_size = 8\nnum_layers = 1\n[train]\nepochs = 1000\n"
+                   "batch_size = 4\neval_batch_size = 2\nbptt = 5\ncheckpoint_every = 0\n")
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "rnndrop", "train", str(cfg), "--data", str(data),
+                          "--out", str(out), "--no-progress"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.2)            # wait until training is under way (one epoch done)
+    p.send_signal(signal.SIGTERM)
+    output, _ = p.communicate(timeout=60)
+    assert p.returncode == 130, output
+    assert "interrupted: checkpoint saved" in output
+    st = ckpt.load(out / "last.pt")
+    assert st["train_state"]["step"] > 0
