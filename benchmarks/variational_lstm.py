@@ -1,0 +1,207 @@
+"""Variational LSTM speed: ``rnndrop.fast`` vs the fused ``torch.nn.LSTM`` vs the autograd loop.
+
+Forward + backward of a 2-layer LSTM (T × B × H, input size H) at PTB sizes:
+small H=200 T=20, medium H=650 T=35, large H=1500 T=35, batch 20. Variants, interleaved in one
+process (round-robin, one call of each per round), medians reported with ratio to ``nn.LSTM``:
+
+- ``nn.LSTM``     fused kernel (oneDNN on CPU, cuDNN on GPU), no recurrent dropout;
+- ``reference``   input projection (one GEMM per layer) + ``rnndrop._recurrence.lstm_recurrence``
+                  with per-sample tied masks on h_{t-1} (the plain autograd loop);
+- ``fast tied``   same projection + ``rnndrop.fast.lstm_recurrence``, tied (B, H) masks;
+- ``fast untied`` same with untied (4, B, H) masks;
+- ``... +lin``    (CPU) same, with the projection through ``rnndrop.fast.linear``, not ``F.linear``;
+- ``... eager``   (CUDA) same as ``fast tied/untied`` with CUDA-graph replay turned off;
+- ``rnndrop.LSTM`` the library module with ``dropout_hidden=0.5`` (whatever backend it picks).
+
+Memory: bytes of the tensors autograd saves for backward during one forward (counted once per
+storage, parameters and the input excluded) via ``torch.autograd.graph.saved_tensors_hooks``, as
+a ratio to ``nn.LSTM``; on CUDA also the peak ``torch.cuda.max_memory_allocated`` above the
+memory held before the call. Measures and prints; asserts nothing.
+
+    python benchmarks/variational_lstm.py [--device cuda] [--sizes small,medium,large]
+                                          [--repeats 7] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from rnndrop import _recurrence, fast  # noqa: E402
+
+SIZES = {"small": (200, 20), "medium": (650, 35), "large": (1500, 35)}
+BATCH = 20
+P_HIDDEN = 0.5
+
+
+def _masks(shape, n, device, gen):
+    return [torch.bernoulli(torch.full(shape, 1 - P_HIDDEN, device=device), generator=gen)
+            / (1 - P_HIDDEN) for _ in range(n)]
+
+
+def make_variants(H, T, device, layers=2):
+    torch.manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)
+    lstm = torch.nn.LSTM(H, H, layers).to(device)
+    x = torch.randn(T, BATCH, H, device=device, requires_grad=True)
+    ws = [[getattr(lstm, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+          for k in range(layers)]
+    tied = _masks((BATCH, H), layers, device, gen)
+    untied = _masks((4, BATCH, H), layers, device, gen)
+    zeros = torch.zeros(BATCH, H, device=device)
+
+    def stacked(rec, masks, proj=F.linear):
+        def run():
+            inp = x
+            for (w_ih, w_hh, b_ih, b_hh), m in zip(ws, masks):
+                xp = proj(inp, w_ih, b_ih + b_hh)            # one GEMM for all steps
+                inp, _, _ = rec(xp, zeros, zeros, w_hh, m)
+            return inp
+        return run
+
+    variants = {
+        "nn.LSTM": lambda: lstm(x)[0],
+        "reference": stacked(_recurrence.lstm_recurrence, tied),
+        "fast tied": stacked(fast.lstm_recurrence, tied),
+        "fast untied": stacked(fast.lstm_recurrence, untied),
+    }
+    if device.type == "cpu":  # fast.linear is F.linear off-CPU
+        variants["fast tied+lin"] = stacked(fast.lstm_recurrence, tied, fast.linear)
+        variants["fast untied+lin"] = stacked(fast.lstm_recurrence, untied, fast.linear)
+    else:  # the CUDA loops with and without CUDA-graph replay
+        def eager(fn):
+            def run():
+                prev = fast.cuda_graphs_enabled()
+                fast.set_cuda_graphs(False)
+                try:
+                    return fn()
+                finally:
+                    fast.set_cuda_graphs(prev)
+            return run
+        variants["fast tied eager"] = eager(stacked(fast.lstm_recurrence, tied))
+        variants["fast untied eager"] = eager(stacked(fast.lstm_recurrence, untied))
+    try:  # the library module (its recurrent-dropout path); skipped if its API differs
+        from rnndrop import LSTM
+        mod = LSTM(H, H, layers, dropout_hidden=P_HIDDEN).to(device)
+        mod.load_state_dict(lstm.state_dict())
+        mod.train()
+        variants["rnndrop.LSTM"] = lambda: mod(x)[0]
+    except Exception as e:  # pragma: no cover - depends on the lead's module
+        print(f"(rnndrop.LSTM variant skipped: {type(e).__name__}: {e})")
+    params = list(lstm.parameters()) + [x]
+    if "rnndrop.LSTM" in variants:
+        params += list(mod.parameters())
+    return variants, params, lstm, x
+
+
+def saved_bytes(fn, exclude):
+    """Bytes of distinct storages autograd saves during ``fn()`` (excluding ``exclude``)."""
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in skip:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(seen.values())
+
+
+def fwd_bwd(fn, params, sync):
+    for p in params:
+        p.grad = None
+    sync()
+    t0 = time.perf_counter()
+    fn().sum().backward()
+    sync()
+    return time.perf_counter() - t0
+
+
+def peak_cuda(fn, params):
+    for p in params:
+        p.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn().sum().backward()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sizes", default="small,medium,large")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
+    ap.add_argument("--skip", default="", help="comma-separated variants to leave out")
+    ap.add_argument("--tf32", action="store_true",
+                    help="CUDA: allow TF32 in torch matmuls too (cuDNN's LSTM uses TF32 by default)")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    print(f"torch {torch.__version__}, python {platform.python_version()}, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+             f" ({os.cpu_count()} cpus, {torch.get_num_threads()} threads)")
+          + f", fast.packed_ok={fast.packed_ok()}")
+    if device.type == "cuda":
+        from rnndrop.fast import _triton
+        print(f"triton ok: {_triton.triton_ok()}, cuda graphs: {fast.cuda_graphs_enabled()}, "
+              f"matmul tf32: {torch.backends.cuda.matmul.allow_tf32}, "
+              f"cudnn tf32: {torch.backends.cudnn.allow_tf32}")
+    if hasattr(os, "getloadavg"):
+        print("load average at start: %.2f %.2f %.2f" % os.getloadavg())
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    for name in args.sizes.split(","):
+        H, T = SIZES[name.strip()]
+        variants, params, lstm, x = make_variants(H, T, device)
+        variants = {k: v for k, v in variants.items() if k not in skip}
+        for fn in variants.values():  # warm-up (packing, allocator, cuDNN plans)
+            fwd_bwd(fn, params, sync)
+        times = {k: [] for k in variants}
+        for _ in range(args.repeats):
+            for k, fn in variants.items():
+                times[k].append(fwd_bwd(fn, params, sync))
+        excl = params  # every parameter (nn.LSTM's and the module's copy) and the input
+        mem = {k: saved_bytes(fn, excl) for k, fn in variants.items()}
+        peak = {k: peak_cuda(fn, params) for k, fn in variants.items()} if device.type == "cuda" else {}
+        base = statistics.median(times["nn.LSTM"])
+        print(f"\n{name}: H={H} T={T} B={BATCH} layers=2, fwd+bwd, {args.repeats} interleaved rounds"
+              + (", load %.2f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""))
+        hdr = f"{'variant':16s} {'median ms':>10s} {'min ms':>8s} {'max ms':>8s} {'speed vs nn.LSTM':>17s} {'saved MB':>9s} {'saved ratio':>11s}"
+        if peak:
+            hdr += f" {'peak MB':>8s} {'peak ratio':>10s}"
+        print(hdr)
+        for k, ts in times.items():
+            med = statistics.median(ts)
+            line = (f"{k:16s} {med * 1e3:10.2f} {min(ts) * 1e3:8.2f} {max(ts) * 1e3:8.2f} "
+                    f"{base / med:16.2f}x {mem[k] / 2**20:9.2f} {mem[k] / mem['nn.LSTM']:11.2f}")
+            if peak:
+                line += f" {peak[k] / 2**20:8.2f} {peak[k] / peak['nn.LSTM']:10.2f}"
+            print(line)
+    if device.type == "cuda":
+        from rnndrop.fast import _graphs
+        print(f"\nCUDA-graph cache: {len(_graphs._CACHE)} graphs, static buffers "
+              f"{_graphs.cache_bytes() / 2**20:.1f} MB (held between calls, not in the peaks above)")
+    if hasattr(os, "getloadavg"):
+        print("\nload average at end: %.2f %.2f %.2f" % os.getloadavg())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,362 @@
+"""rnndrop.fast: same results and gradients as the autograd references in rnndrop._recurrence."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnndrop import _recurrence, fast
+from rnndrop.fast import _cext, _gemm
+
+CUDA = torch.cuda.is_available()
+SIZES = [(5, 3, 7), (1, 2, 4), (8, 4, 16), (3, 1, 1), (6, 5, 33)]
+MASKS = ["none", "tied", "untied"]
+
+
+def _close(a, b, tol=1e-5):
+    """Max abs difference relative to the reference's largest magnitude (float32 rounding)."""
+    assert a.shape == b.shape, (a.shape, b.shape)
+    scale = max(1.0, b.abs().max().item())
+    err = (a - b).abs().max().item() if a.numel() else 0.0
+    assert err <= tol * scale, f"max abs err {err:.3g} > {tol:.1g} * {scale:.3g}"
+
+
+def _mask(kind, G, B, H, device="cpu", dtype=torch.float32, p=0.4):
+    if kind == "none":
+        return None
+    shape = (B, H) if kind == "tied" else (G, B, H)
+    return torch.bernoulli(torch.full(shape, 1 - p, device=device, dtype=dtype)) / (1 - p)
+
+
+def _inputs(T, B, H, G, device="cpu", dtype=torch.float32, seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+
+    def r(*s, scale=1.0):
+        return (torch.randn(*s, generator=g, dtype=dtype) * scale).to(device).requires_grad_()
+    return r(T, B, G * H), r(B, H), r(B, H), r(G * H, H, scale=H ** -0.5), r(G * H)
+
+
+def _compare_lstm(T, B, H, kind, device="cpu", tol=1e-5, seed=0):
+    torch.manual_seed(seed)
+    xp, h0, c0, w, _ = _inputs(T, B, H, 4, device, seed=seed)
+    m = _mask(kind, 4, B, H, device)
+    outs = fast.lstm_recurrence(xp, h0, c0, w, m)
+    refs = _recurrence.lstm_recurrence(xp, h0, c0, w, m)
+    gouts = [torch.randn_like(o) for o in refs]
+    gf = torch.autograd.grad(outs, (xp, h0, c0, w), gouts)
+    gr = torch.autograd.grad(refs, (xp, h0, c0, w), gouts)
+    for a, b in zip(list(outs) + list(gf), list(refs) + list(gr)):
+        _close(a, b, tol)
+
+
+def _compare_gru(T, B, H, kind, bias=True, device="cpu", tol=1e-5, seed=0):
+    torch.manual_seed(seed)
+    xp, h0, _, w, b = _inputs(T, B, H, 3, device, seed=seed)
+    b = b[:3 * H].detach().requires_grad_() if bias else None
+    m = _mask(kind, 3, B, H, device)
+    ins = (xp, h0, w) + ((b,) if bias else ())
+    outs = fast.gru_recurrence(xp, h0, w, b, m)
+    refs = _recurrence.gru_recurrence(xp, h0, w, b, m)
+    gouts = [torch.randn_like(o) for o in refs]
+    gf = torch.autograd.grad(outs, ins, gouts)
+    gr = torch.autograd.grad(refs, ins, gouts)
+    for a, c in zip(list(outs) + list(gf), list(refs) + list(gr)):
+        _close(a, c, tol)
+
+
+@pytest.fixture(params=["onednn+C", "onednn", "torch+C", "torch"])
+def cpu_impl(request, monkeypatch):
+    """Every CPU implementation: products through oneDNN (when this torch has the ops) or
+    torch.mm, gate math in the fused C kernels (when they build) or in torch ops."""
+    products, _, c = request.param.partition("+")
+    if products == "onednn":
+        if not _gemm.packed_ok():
+            pytest.skip("oneDNN packed linear ops unavailable in this torch build")
+        monkeypatch.delenv("RNNDROP_FAST_NO_MKLDNN", raising=False)
+    else:
+        monkeypatch.setenv("RNNDROP_FAST_NO_MKLDNN", "1")
+    if c:
+        monkeypatch.setenv("RNNDROP_FAST_CEXT", "1")
+        if _cext.kernels() is None:
+            pytest.skip("fused C kernels unavailable (no C compiler?)")
+    else:
+        monkeypatch.setenv("RNNDROP_FAST_CEXT", "0")
+    return request.param
+
+
+@pytest.mark.parametrize("T,B,H", SIZES)
+@pytest.mark.parametrize("kind", MASKS)
+def test_lstm_matches_reference(cpu_impl, T, B, H, kind):
+    _compare_lstm(T, B, H, kind)
+
+
+@pytest.mark.parametrize("T,B,H", SIZES)
+@pytest.mark.parametrize("kind", MASKS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_gru_matches_reference(cpu_impl, T, B, H, kind, bias):
+    _compare_gru(T, B, H, kind, bias)
+
+
+@pytest.mark.parametrize("kind", ["tied", "untied"])
+def test_lstm_saturated_gates(cpu_impl, kind):
+    """Pre-activations far in the tails (|x| up to ~150): no overflow/NaN in the kernels."""
+    torch.manual_seed(9)
+    T, B, H = 6, 3, 5
+    xp = (torch.randn(T, B, 4 * H) * 50).requires_grad_()
+    h0, c0 = torch.randn(B, H, requires_grad=True), torch.randn(B, H, requires_grad=True)
+    w = torch.randn(4 * H, H, requires_grad=True)
+    m = _mask(kind, 4, B, H)
+    outs = fast.lstm_recurrence(xp, h0, c0, w, m)
+    refs = _recurrence.lstm_recurrence(xp, h0, c0, w, m)
+    gf = torch.autograd.grad(sum(o.sum() for o in outs), (xp, h0, c0, w))
+    gr = torch.autograd.grad(sum(o.sum() for o in refs), (xp, h0, c0, w))
+    for a, b in zip(list(outs) + list(gf), list(refs) + list(gr)):
+        assert torch.isfinite(a).all()
+        _close(a, b, 2e-5)
+
+
+def test_lstm_medium_size_float32():
+    _compare_lstm(12, 20, 200, "tied", tol=2e-5)
+    _compare_lstm(6, 20, 96, "untied", tol=2e-5)
+
+
+@pytest.mark.parametrize("kind", MASKS)
+def test_lstm_gradcheck_float64(kind):
+    torch.manual_seed(1)
+    T, B, H = 4, 2, 3
+    xp, h0, c0, w, _ = _inputs(T, B, H, 4, dtype=torch.float64)
+    m = _mask(kind, 4, B, H, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda *a: fast.lstm_recurrence(*a, m), (xp, h0, c0, w))
+
+
+@pytest.mark.parametrize("kind", MASKS)
+def test_gru_gradcheck_float64(kind):
+    torch.manual_seed(2)
+    T, B, H = 4, 2, 3
+    xp, h0, _, w, b = _inputs(T, B, H, 3, dtype=torch.float64)
+    b = b[:3 * H].detach().requires_grad_()
+    m = _mask(kind, 3, B, H, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda *a: fast.gru_recurrence(*a, m), (xp, h0, w, b))
+
+
+@pytest.mark.parametrize("kind", ["tied", "untied"])
+def test_masks_of_ones_reproduce_torch_lstm(cpu_impl, kind):
+    torch.manual_seed(3)
+    T, B, I, H = 7, 3, 5, 6
+    ref = torch.nn.LSTM(I, H)
+    x = torch.randn(T, B, I)
+    h0, c0 = torch.randn(1, B, H), torch.randn(1, B, H)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    o1, (h1, c1) = ref(x1, (h0, c0))
+    w_ih, w_hh, b_ih, b_hh = (p.detach().clone().requires_grad_() for p in
+                              (ref.weight_ih_l0, ref.weight_hh_l0, ref.bias_ih_l0, ref.bias_hh_l0))
+    ones = torch.ones((B, H) if kind == "tied" else (4, B, H))
+    xp = fast.linear(x2, w_ih, b_ih + b_hh)
+    o2, h2, c2 = fast.lstm_recurrence(xp, h0[0], c0[0], w_hh, ones)
+    for a, b in [(o2, o1), (h2, h1[0]), (c2, c1[0])]:
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    (o1.square().sum() + h1.sum() + c1.sum()).backward()
+    (o2.square().sum() + h2.sum() + c2.sum()).backward()
+    torch.testing.assert_close(x2.grad, x1.grad, atol=1e-5, rtol=0)
+    for ours, theirs in [(w_ih, ref.weight_ih_l0), (w_hh, ref.weight_hh_l0),
+                         (b_ih, ref.bias_ih_l0), (b_hh, ref.bias_hh_l0)]:
+        torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5), (2, 6), (2, 3, 4, 5)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_functional(cpu_impl, shape, bias):
+    torch.manual_seed(4)
+    x = torch.randn(*shape, requires_grad=True)
+    w = torch.randn(7, shape[-1], requires_grad=True)
+    b = torch.randn(7, requires_grad=True) if bias else None
+    ins = (x, w) + ((b,) if bias else ())
+    y1, y2 = fast.linear(x, w, b), F.linear(x, w, b)
+    g = torch.randn_like(y2)
+    _close(y1, y2)
+    for a, c in zip(torch.autograd.grad(y1, ins, g), torch.autograd.grad(y2, ins, g)):
+        _close(a, c)
+
+
+def test_partial_requires_grad_and_no_grad():
+    torch.manual_seed(5)
+    T, B, H = 4, 3, 5
+    xp, h0, c0, w, b = _inputs(T, B, H, 4)
+    m = _mask("tied", 4, B, H)
+    # only xp needs a gradient; states and weight are constants
+    xp2 = xp.detach().requires_grad_()
+    out, _, _ = fast.lstm_recurrence(xp2, h0.detach(), c0.detach(), w.detach(), m)
+    ref, _, _ = _recurrence.lstm_recurrence(xp2, h0.detach(), c0.detach(), w.detach(), m)
+    _close(torch.autograd.grad(out.sum(), xp2)[0], torch.autograd.grad(ref.sum(), xp2)[0])
+    # only the weight; output only through h_T
+    _, hT, _ = fast.lstm_recurrence(xp.detach(), h0.detach(), c0.detach(), w, m)
+    _, rT, _ = _recurrence.lstm_recurrence(xp.detach(), h0.detach(), c0.detach(), w, m)
+    _close(torch.autograd.grad(hT.sum(), w)[0], torch.autograd.grad(rT.sum(), w)[0])
+    with torch.no_grad():
+        o1 = fast.lstm_recurrence(xp, h0, c0, w, m)[0]
+        o2 = fast.gru_recurrence(xp[..., :3 * H], h0, w[:3 * H], b[:3 * H], m)[0]
+    assert not o1.requires_grad and not o2.requires_grad
+    _close(o1, _recurrence.lstm_recurrence(xp, h0, c0, w, m)[0].detach())
+
+
+def test_bad_shapes_raise():
+    xp, h0, c0, w, _ = _inputs(3, 2, 4, 4)
+    with pytest.raises(ValueError):
+        fast.lstm_recurrence(xp[..., :-1], h0, c0, w)
+    with pytest.raises(ValueError):
+        fast.lstm_recurrence(xp, h0, c0, w, torch.ones(3, 2, 4))
+    with pytest.raises(ValueError):
+        fast.gru_recurrence(xp, h0, w, None)
+
+
+def test_mixed_dtypes_behave_like_the_reference():
+    """Mixed dtypes go to the reference loop: same error as plain torch ops, no silent cast."""
+    xp, h0, c0, w, _ = _inputs(3, 2, 4, 4)
+    for fn in (fast.lstm_recurrence, _recurrence.lstm_recurrence):
+        with pytest.raises(RuntimeError):
+            fn(xp.double(), h0, c0, w)
+
+
+def test_c_kernels_build_in_build_dir_or_fall_back(tmp_path, monkeypatch):
+    """The C kernels compile into RNNDROP_FAST_BUILD_DIR; without a compiler: one warning,
+    None, and the recurrences still run (torch ops)."""
+    monkeypatch.setattr(_cext, "_LIB", None)
+    monkeypatch.setenv("RNNDROP_FAST_CEXT", "1")
+    monkeypatch.setenv("RNNDROP_FAST_BUILD_DIR", str(tmp_path / "ok"))
+    if _cext.kernels() is not None:
+        assert list((tmp_path / "ok").glob("lstm_kernels_*.so"))
+    monkeypatch.setattr(_cext, "_LIB", None)
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("RNNDROP_FAST_BUILD_DIR", str(tmp_path / "bad"))
+    with pytest.warns(RuntimeWarning, match="fused CPU kernels unavailable"):
+        assert _cext.kernels() is None
+    _compare_lstm(4, 3, 5, "tied")
+    monkeypatch.setattr(_cext, "_LIB", None)  # let later tests build/load again
+
+
+def test_available():
+    assert fast.available("cpu")
+    assert fast.available(torch.device("cuda")) == CUDA
+
+
+def test_lstm_layer_stack_backward_accumulates(cpu_impl):
+    """Two stacked layers sharing nothing but the graph: grads equal the reference's."""
+    torch.manual_seed(6)
+    T, B, H = 5, 4, 8
+    x = torch.randn(T, B, H, requires_grad=True)
+    ws = [[(torch.randn(4 * H, H) * H ** -0.5).requires_grad_() for _ in range(2)]
+          for _ in range(2)]
+    masks = [_mask("tied", 4, B, H) for _ in range(2)]
+    z = torch.zeros(B, H)
+
+    def run(rec, proj):
+        inp = x
+        for (w_ih, w_hh), m in zip(ws, masks):
+            inp = rec(proj(inp, w_ih, None), z, z, w_hh, m)[0]
+        return inp
+
+    params = [x] + [w for pair in ws for w in pair]
+    g1 = torch.autograd.grad(run(fast.lstm_recurrence, fast.linear).square().sum(), params)
+    g2 = torch.autograd.grad(run(_recurrence.lstm_recurrence, F.linear).square().sum(), params)
+    for a, b in zip(g1, g2):
+        _close(a, b, 2e-5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton not installed")
+def test_triton_kernels_under_interpreter():
+    """The CUDA kernels' arithmetic, run on CPU by Triton's interpreter (subprocess: the
+    interpreter is chosen when the kernels are defined)."""
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import test_fast as t\n"
+        "from rnndrop.fast import _triton\n"
+        "assert _triton.use_triton(t.torch.zeros(1))\n"
+        "for kind in t.MASKS:\n"
+        "    for T, B, H in [(5, 3, 7), (2, 2, 4)]:\n"
+        "        t._compare_lstm(T, B, H, kind)\n"
+        "print('ok')\n" % os.path.dirname(__file__))
+    env = dict(os.environ, TRITON_INTERPRET="1", RNNDROP_FAST_TRITON="1")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stdout + res.stderr
+
+
+# ---------------------------------------------------------------- CUDA
+cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+
+
+@pytest.fixture(params=["graphs", "eager"])
+def cuda_graphs(request):
+    prev = fast.cuda_graphs_enabled()
+    fast.set_cuda_graphs(request.param == "graphs")
+    yield request.param
+    fast.set_cuda_graphs(prev)
+
+
+@pytest.fixture
+def no_tf32():
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("T,B,H", [(5, 3, 7), (8, 4, 16), (12, 20, 96)])
+@pytest.mark.parametrize("kind", MASKS)
+def test_cuda_lstm_matches_reference(cuda_graphs, no_tf32, T, B, H, kind):
+    for seed in range(2):  # a second call replays the captured graph on new data
+        _compare_lstm(T, B, H, kind, device="cuda", tol=2e-5, seed=seed)
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("kind", MASKS)
+def test_cuda_gru_matches_reference(no_tf32, kind):
+    _compare_gru(6, 4, 16, kind, device="cuda", tol=2e-5)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_two_layers_same_shape(cuda_graphs, no_tf32):
+    """Layers of the same size share one graph: outputs must be copies, not the static buffers."""
+    torch.manual_seed(7)
+    T, B, H = 6, 4, 16
+    x = torch.randn(T, B, 4 * H, device="cuda", requires_grad=True)
+    ws = [(torch.randn(4 * H, H, device="cuda") * H ** -0.5).requires_grad_() for _ in range(2)]
+    wi = (torch.randn(4 * H, H, device="cuda") * H ** -0.5).requires_grad_()
+    ms = [_mask("tied", 4, B, H, "cuda") for _ in range(2)]
+    z = torch.zeros(B, H, device="cuda")
+
+    def run(rec):
+        o1 = rec(x, z, z, ws[0], ms[0])[0]
+        o2 = rec(o1 @ wi.t(), z, z, ws[1], ms[1])[0]
+        return o1, o2
+    a = run(fast.lstm_recurrence)
+    b = run(_recurrence.lstm_recurrence)
+    for u, v in zip(a, b):
+        _close(u, v, 2e-5)
+    ga = torch.autograd.grad(sum(o.square().sum() for o in a), [x, wi] + ws)
+    gb = torch.autograd.grad(sum(o.square().sum() for o in b), [x, wi] + ws)
+    for u, v in zip(ga, gb):
+        _close(u, v, 2e-5)
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_masks_of_ones_reproduce_cudnn(no_tf32):
+    torch.manual_seed(8)
+    T, B, H = 9, 5, 32
+    ref = torch.nn.LSTM(H, H).cuda()
+    x = torch.randn(T, B, H, device="cuda")
+    o1, (h1, c1) = ref(x)
+    z = torch.zeros(B, H, device="cuda")
+    xp = F.linear(x, ref.weight_ih_l0, ref.bias_ih_l0 + ref.bias_hh_l0)
+    o2, h2, c2 = fast.lstm_recurrence(xp, z, z, ref.weight_hh_l0, torch.ones(B, H, device="cuda"))
+    torch.testing.assert_close(o2, o1, atol=1e-5, rtol=0)
+    torch.testing.assert_close(c2, c1[0], atol=1e-5, rtol=0)
