@@ -120,3 +120,24 @@ def test_real_fashion_mnist_scaledata(real_root):
 def test_real_imdb(real_root):
     tr = load_imdb(real_root, "train")
     assert len(tr) == 25000 and sum(r[1] for r in tr) == 12500
+
+
+def test_encode_reviews_keeps_first_or_last_tokens():
+    from rnndrop.data.imdb import encode_reviews
+    vocab = {"<pad>": 0, "<unk>": 1, "a": 2, "b": 3, "c": 4}
+    first, n1 = encode_reviews([["a", "b", "c"], ["c"]], vocab, max_len=2)
+    last, n2 = encode_reviews([["a", "b", "c"], ["c"]], vocab, max_len=2, keep="last")
+    assert first.tolist() == [[2, 3], [4, 0]] and n1.tolist() == [2, 1]
+    assert last.tolist() == [[3, 4], [4, 0]] and n2.tolist() == [2, 1]
+    with pytest.raises(ValueError, match="keep"):
+        encode_reviews([["a"]], vocab, max_len=2, keep="middle")
+
+
+def test_split_into_chunks_covers_every_token_once():
+    from rnndrop.data.imdb import split_into_chunks
+    reviews = [list("abcdefg"), [], list("xy")]
+    pieces, owner = split_into_chunks(reviews, 3)
+    assert pieces == [list("abc"), list("def"), ["g"], [], list("xy")]
+    assert owner == [0, 0, 0, 1, 2]
+    with pytest.raises(ValueError, match="max_len"):
+        split_into_chunks(reviews, 0)

@@ -96,16 +96,39 @@ def build_vocab(token_lists: Sequence[Sequence[str]], max_size: int = 20000,
 
 
 def encode_reviews(token_lists: Sequence[Sequence[str]], vocab: dict[str, int],
-                   max_len: int) -> tuple[Tensor, Tensor]:
-    """Padded ids ``(N, max_len)`` (batch-first, right-padded with 0) and true lengths ``(N,)``;
-    longer reviews are truncated to their first ``max_len`` tokens."""
+                   max_len: int, keep: str = "first") -> tuple[Tensor, Tensor]:
+    """Padded ids ``(N, max_len)`` (batch-first, right-padded with 0) and true lengths ``(N,)``.
+
+    Longer reviews are truncated, never dropped: ``keep="first"`` keeps their first ``max_len``
+    tokens, ``keep="last"`` their last ones (what Keras' ``pad_sequences`` does by default, and
+    so what Gal & Ghahramani's sentiment code fed its LSTM)."""
     if max_len <= 0:
         raise ValueError(f"max_len must be positive, got {max_len}")
+    if keep not in ("first", "last"):
+        raise ValueError(f"keep must be 'first' or 'last', got {keep!r}")
     ids = torch.zeros(len(token_lists), max_len, dtype=torch.long)
     lengths = torch.zeros(len(token_lists), dtype=torch.long)
     unk = vocab[UNK]
     for i, toks in enumerate(token_lists):
-        row = [vocab.get(w, unk) for w in toks[:max_len]] or [unk]  # an empty review: one <unk>
+        toks = toks[:max_len] if keep == "first" else toks[-max_len:]
+        row = [vocab.get(w, unk) for w in toks] or [unk]  # an empty review: one <unk>
         ids[i, : len(row)] = torch.tensor(row)
         lengths[i] = len(row)
     return ids, lengths
+
+
+def split_into_chunks(token_lists: Sequence[Sequence[str]], max_len: int
+                      ) -> tuple[list[list[str]], list[int]]:
+    """Cut each token list into consecutive pieces of at most ``max_len`` tokens.
+
+    Returns the pieces and, for each piece, the index of the review it came from (so that the
+    review's label can follow it). An empty review gives one empty piece."""
+    if max_len <= 0:
+        raise ValueError(f"max_len must be positive, got {max_len}")
+    pieces, owner = [], []
+    for i, toks in enumerate(token_lists):
+        toks = list(toks)
+        for j in range(0, max(len(toks), 1), max_len):
+            pieces.append(toks[j:j + max_len])
+            owner.append(i)
+    return pieces, owner

@@ -1,0 +1,170 @@
+"""imdb-activations study: helpers, gradient-norm measurement, --quick end to end on a tiny fake
+aclImdb folder, and a short smoke run on the real data (``realdata``)."""
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rnndrop.models.classifiers import SentimentClassifier
+from rnndrop.studies import imdb_activations as study
+
+POS = "good great wonderful loved superb fine enjoyable".split()
+NEG = "bad awful boring hated terrible poor dull".split()
+FILLER = "the movie film plot actor scene story was and a it this of".split()
+
+
+def _review(g, words, n):
+    idx = torch.randint(0, len(FILLER), (n,), generator=g).tolist()
+    toks = [FILLER[i] for i in idx]
+    for j in torch.randint(0, n, (3,), generator=g).tolist():
+        toks[j] = words[j % len(words)]
+    return " ".join(toks) + " .<br /><br />" + words[n % len(words)] + "!"
+
+
+def make_fake_imdb(root: Path, n_train=60, n_test=40, seed=0) -> Path:
+    """``root/imdb/aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt`` (the extracted layout)."""
+    g = torch.Generator().manual_seed(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        for label, words, ratings in (("pos", POS, (7, 10)), ("neg", NEG, (1, 4))):
+            d = root / "imdb" / "aclImdb" / split / label
+            d.mkdir(parents=True)
+            for i in range(n):
+                length = int(torch.randint(5, 40, (1,), generator=g))
+                (d / f"{i}_{ratings[i % 2]}.txt").write_text(_review(g, words, length))
+    return root
+
+
+def _data(n=20, T=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, T + 1, (n,), generator=g)
+    tokens = torch.randint(2, 30, (n, T), generator=g)
+    tokens[torch.arange(T).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
+    return study.Encoded(tokens, lengths, torch.randint(0, 2, (n,), generator=g))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(shuffle=True), dict(shuffle=True, bucket=2),
+                                dict(by_length=True)])
+def test_iterate_batches_covers_all_and_trims(kw):
+    data = _data()
+    g = torch.Generator().manual_seed(1)
+    seen = []
+    for x, lengths, y in study.iterate_batches(data, 6, generator=g, **kw):
+        assert x.shape[1] == int(lengths.max())          # trimmed to the longest review
+        assert x.shape[0] == len(lengths) == len(y) <= 6
+        for row, L, t in zip(x, lengths, y):
+            i = next(j for j in range(len(data)) if j not in seen and data.lengths[j] == L
+                     and torch.equal(data.tokens[j, :x.shape[1]], row) and data.targets[j] == t)
+            seen.append(i)
+    assert sorted(seen) == list(range(len(data)))
+
+
+def test_balanced_indices():
+    labels = [0] * 30 + [1] * 10
+    g = torch.Generator().manual_seed(0)
+    idx = study.balanced_indices(labels, 12, g)
+    assert len(set(idx)) == 12 and sum(labels[i] for i in idx) == 6
+    rest = study.balanced_indices(labels, 8, g, exclude=set(idx))
+    assert not set(rest) & set(idx) and sum(labels[i] for i in rest) == 4
+    with pytest.raises(ValueError):
+        study.balanced_indices(labels, 30, g)
+
+
+def test_grad_batch_prefers_full_length_reviews():
+    data = _data(n=8, T=12)
+    data.lengths[:] = torch.tensor([3, 12, 5, 12, 12, 7, 1, 12])
+    b = study.grad_batch(data, 3, 12)
+    assert b.lengths.tolist() == [12, 12, 12]
+    assert torch.equal(b.tokens, data.tokens[[1, 3, 4]])
+    b = study.grad_batch(data, 6, 12)            # too few full-length reviews: the longest
+    assert b.lengths.tolist() == [12, 12, 12, 12, 7, 5]
+
+
+def test_measure_grad_norms_matches_manual_unroll():
+    torch.manual_seed(0)
+    m = SentimentClassifier(40, "rnn_tanh", embedding_dim=5, hidden_size=6, head_size=7).eval()
+    T = 9
+    data = study.Encoded(torch.randint(2, 40, (3, T)), torch.full((3,), T), torch.tensor([0, 1, 1]))
+    res = study.measure_grad_norms(m, data)
+    assert len(res["norms"]) == T and res["steps"] == T
+    assert all(p.grad is None for p in m.parameters()) and not m.training   # model untouched
+    # independent check: unroll h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) by hand
+    enc = m.encoder
+    x = m.embed(data.tokens).detach()
+    h = torch.zeros(3, 6)
+    hs = []
+    for t in range(T):
+        h = torch.tanh(x[:, t] @ enc.weight_ih_l0.T + enc.bias_ih_l0 + h @ enc.weight_hh_l0.T + enc.bias_hh_l0)
+        h.retain_grad()
+        hs.append(h)
+    F.cross_entropy(m.head(hs[-1]), data.targets).backward()
+    manual = torch.stack([hh.grad.norm() for hh in hs]).double()
+    torch.testing.assert_close(torch.tensor(res["norms"], dtype=torch.float64), manual,
+                               rtol=1e-4, atol=1e-12)
+    assert res["ratio_first_last"] == pytest.approx(float(manual[0] / manual[-1]), rel=1e-4)
+
+
+def _args(data, out, *extra):
+    p = argparse.ArgumentParser()
+    study.add_arguments(p)
+    return p.parse_args(["--data", str(data), "--out", str(out), "--quick", "--no-progress",
+                         "--threads", "1", *extra])
+
+
+def test_quick_end_to_end_on_fake_data(tmp_path):
+    root = make_fake_imdb(tmp_path / "data")
+    out = tmp_path / "out"
+    assert study.run(_args(root, out, "--encoders", "rnn_tanh,rnn_sigmoid,lstm")) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert [r["encoder"] for r in doc["results"]] == ["rnn_tanh", "rnn_sigmoid", "lstm"]
+    assert doc["data"] == {"train": 64, "val": 32, "test": 64, "vocab": doc["data"]["vocab"]}
+    for r in doc["results"]:
+        assert 0.0 <= r["test_acc"] <= 1.0 and r["epoch_time_s"] > 0
+        assert len(r["grad_norms_trained"]["norms"]) == doc["settings"]["max_len"]
+        assert r["grad_norms_init"]["first"] > 0
+    md = (out / "results.md").read_text()
+    assert "| rnn_sigmoid |" in md and "test acc" in md
+    for png in ("accuracy.png", "grad_norms.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_all_encoders_quick_and_cli_wiring(tmp_path):
+    root = make_fake_imdb(tmp_path / "data")
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="study")
+    study.add_cli(sub)
+    args = parser.parse_args(["imdb-activations", "--data", str(root), "--out",
+                              str(tmp_path / "o"), "--quick", "--no-progress", "--threads", "1"])
+    assert args.func is study.run
+    assert args.func(args) == 0
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert [r["encoder"] for r in doc["results"]] == list(study.ENCODERS)
+
+
+def test_bad_encoder_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown encoder"):
+        study.run(_args(tmp_path, tmp_path / "o", "--encoders", "lstm,cnn"))
+
+
+def _real_root():
+    env = os.environ.get("RNNDROP_DATA")
+    root = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+    return root if (root / "imdb" / "aclImdb_v1.tar.gz").is_file() or \
+        (root / "imdb" / "aclImdb").is_dir() else None
+
+
+@pytest.mark.realdata
+def test_quick_on_real_imdb(tmp_path):
+    root = _real_root()
+    if root is None:
+        pytest.skip("IMDB data not found (RNNDROP_DATA or ../shared/data)")
+    out = tmp_path / "out"
+    assert study.run(_args(root, out, "--encoders", "lstm")) == 0
+    doc = json.loads((out / "results.json").read_text())
+    r = doc["results"][0]
+    assert doc["data"]["train"] == 64 and doc["data"]["test"] == 64
+    assert 0.0 <= r["test_acc"] <= 1.0
+    assert len(r["grad_norms_trained"]["norms"]) == doc["settings"]["max_len"]
