@@ -144,6 +144,16 @@ def test_all_encoders_quick_and_cli_wiring(tmp_path):
     assert [r["encoder"] for r in doc["results"]] == list(study.ENCODERS)
 
 
+def test_full_defaults_and_explicit_options_win(tmp_path):
+    p = argparse.ArgumentParser()
+    study.add_arguments(p)
+    s = study.settings_from_args(p.parse_args(["--full"]))
+    assert s.full and (s.max_len, s.epochs) == (400, 8)
+    s = study.settings_from_args(p.parse_args(["--full", "--max-len", "200", "--epochs", "3"]))
+    assert (s.max_len, s.epochs) == (200, 3)
+    assert study.settings_from_args(p.parse_args([])).max_len == 200
+
+
 def test_bad_encoder_name(tmp_path):
     with pytest.raises(ValueError, match="unknown encoder"):
         study.run(_args(tmp_path, tmp_path / "o", "--encoders", "lstm,cnn"))
