@@ -88,7 +88,8 @@ def test_checksum_mismatch_and_offline_message(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="checksum mismatch"):
         load_ptb(tmp_path / "r")
 
-    def offline(*a, **k):
+    def offline(url, dest_dir, fname):
+        dest_dir.mkdir(parents=True)        # as pooch does before it tries the network
         raise OSError("network unreachable")
     monkeypatch.setattr(_download, "_download", offline)
     with pytest.raises(DataError) as e:
@@ -96,6 +97,7 @@ def test_checksum_mismatch_and_offline_message(tmp_path, monkeypatch):
     msg = str(e.value)
     assert "ptb.train.txt not found" in msg and "download" in msg and "RNNDROP_DATA" in msg
     assert "\n" not in msg
+    assert not (tmp_path / "empty").exists()    # a failed download leaves no empty folders
 
 
 @pytest.mark.realdata

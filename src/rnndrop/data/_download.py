@@ -81,13 +81,20 @@ def ensure_file(root: Path, relpath: str, dataset: str, what: str) -> Path:
     if path.is_file():
         return verify(path, relpath)
     url = SOURCES[dataset][0].format(name=Path(relpath).name)
+    dest = path.parent if dataset != "ptb" else root / "_downloads"
+    fresh = [d for d in (dest, *dest.parents) if not d.exists()]  # folders a failure must not leave
     try:
-        _download(url, path.parent if dataset != "ptb" else root / "_downloads", Path(url).name)
+        _download(url, dest, Path(url).name)
         if dataset == "ptb":  # the archive holds ./simple-examples/data/ptb.*.txt
             src = root / "_downloads" / "simple-examples" / "data" / Path(relpath).name
             path.parent.mkdir(parents=True, exist_ok=True)
             src.replace(path)
     except Exception as e:  # offline, DNS failure, HTTP error, missing pooch ...
+        for d in fresh:  # innermost first: remove what the attempt created, if still empty
+            try:
+                d.rmdir()
+            except OSError:
+                break
         raise DataError(f"{what} file {path.name} not found in {path.parent} and the download from "
                         f"{url} failed ({type(e).__name__}); put the file there or set "
                         f"RNNDROP_DATA to a directory that has {relpath}") from None
