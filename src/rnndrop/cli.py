@@ -26,6 +26,8 @@ def _train(args) -> int:
         resume = Path(args.resume) if args.resume else (out_guess / "last.pt" if out_guess else None)
         if resume is None:
             raise SystemExit("--resume needs a checkpoint path when no config is given")
+    if args.max_vocab is not None:   # shortcut for --set data.max_vocab=N (large vocabularies)
+        args.set = (args.set or []) + [f"data.max_vocab={args.max_vocab}"]
     if args.config:
         cfg = load_config(args.config, args.set or [])
     elif resume is not None:
@@ -99,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="", metavar="CHECKPOINT",
                    help="continue a run (default: <out>/last.pt)")
     p.add_argument("--device", help="cpu or cuda (overrides train.device)")
+    p.add_argument("--max-vocab", type=int, metavar="N",
+                   help="keep the N most frequent training words (imdb-lm; = --set data.max_vocab=N)")
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="stop (with a checkpoint) after this much wall time")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

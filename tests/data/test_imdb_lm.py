@@ -137,3 +137,22 @@ def test_real_imdb_lm_vocabulary():
     assert bool((v.counts[:-1] >= v.counts[1:]).all()) and v.itos[0] == "the"
     eos = v.stoi["<eos>"]
     assert (int((c.train == eos).sum()), int((c.valid == eos).sum())) == (24_000, 1_000)
+
+
+def test_train_cli_max_vocab(fake_root, tmp_path):
+    import json
+
+    from rnndrop.cli import main
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('[data]\nlayout = "imdb-lm"\n[model]\nhidden_size = 8\nnum_layers = 1\n'
+                   'scheme = "none"\n[train]\nepochs = 1\nbatch_size = 2\neval_batch_size = 2\n'
+                   'bptt = 5\n')
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--data", str(fake_root), "--out", str(out),
+                 "--max-vocab", "6", "--no-progress"]) == 0
+    from rnndrop import checkpoint as ckpt
+    st = ckpt.load(out / "last.pt")
+    assert st["config"]["data"]["max_vocab"] == 6
+    emb = [v for k, v in st["model"].items() if "embed" in k and k.endswith("weight")]
+    assert emb and emb[0].shape[0] == 6          # the model was built on the capped vocabulary
+    assert json.loads((out / "final.json").read_text())["epochs"] == 1
