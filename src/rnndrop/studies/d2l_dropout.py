@@ -52,7 +52,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._cli import entry_points
 from ..models.mlp import KINDS, MLP, MLPScratch, dropout_fn, variance_factor
 
 __all__ = [
@@ -907,18 +908,10 @@ def run(args) -> int:
     return 0
 
 
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("d2l-dropout", help="dropout from scratch on Fashion-MNIST "
-                              "(D2L 3.13) and the chapter's exercises")
-    add_arguments(p)
-    p.set_defaults(func=run)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rnndrop.studies.d2l_dropout",
-                                description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+add_cli, main = entry_points(
+    "d2l-dropout", __name__,
+    "dropout from scratch on Fashion-MNIST (D2L 3.13) and the chapter's exercises",
+    __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._cli import entry_points
+
 __all__ = [
     "TASKS", "Task", "make_task", "adding_problem", "copy_task", "RunSpec", "default_specs",
     "SeqModel", "build_model", "init_recurrent", "set_gate_bias", "TrainSettings", "train_one",
@@ -730,18 +732,10 @@ def run(args) -> int:
     return 0
 
 
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("gradient-flow", help="vanishing/exploding gradients: RNN, GRU, LSTM, "
-                              "initialisation, clipping on a long-memory task")
-    add_arguments(p)
-    p.set_defaults(func=run)
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rnndrop.studies.gradient_flow",
-                                description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+add_cli, main = entry_points(
+    "gradient-flow", __name__,
+    "vanishing/exploding gradients: RNN, GRU, LSTM, initialisation, clipping on a long-memory task",
+    __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._cli import entry_points
 from ..models.classifiers import ENCODERS, SentimentClassifier, last_real_step
 
 NAME = "imdb-activations"
@@ -464,20 +465,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Add the ``imdb-activations`` sub-command (runs :func:`run`)."""
-    p = subparsers.add_parser(NAME, help="vanilla RNN activations vs GRU/LSTM on IMDB",
-                              description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    p.set_defaults(func=run)
-    return p
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog=f"python -m rnndrop.studies.imdb_activations",
-                                description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+add_cli, main = entry_points(
+    NAME, __name__,
+    "vanilla RNN activations vs GRU/LSTM on IMDB",
+    __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

@@ -30,12 +30,12 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
+from ._cli import entry_points
 from ..models.classifiers import REGRESSION_SCHEMES, SentimentRegressor
 from .imdb_activations import Encoded, environment, iterate_batches
 
@@ -303,20 +303,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Add the ``sentiment-regression`` sub-command (runs :func:`run`)."""
-    p = subparsers.add_parser(NAME, help="LSTM/GRU rating regression: none / naive / variational dropout",
-                              description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    p.set_defaults(func=run)
-    return p
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rnndrop.studies.sentiment_regression",
-                                description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+add_cli, main = entry_points(
+    NAME, __name__,
+    "LSTM/GRU rating regression: none / naive / variational dropout",
+    __doc__, add_arguments, run)
 
 
 if __name__ == "__main__":
