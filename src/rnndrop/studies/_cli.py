@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -29,3 +31,22 @@ def entry_points(name: str, module: str, help: str, doc: str,
         return run(p.parse_args(argv))
 
     return add_cli, main
+
+
+def loadavg():
+    """The 1/5/15-minute load averages, or None where the platform has none."""
+    return os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
+def finish(study: dict, args: argparse.Namespace, load_start, write_outputs,
+           table: Callable[[dict], str]) -> int:
+    """Record the arguments and load averages in ``study``, write its outputs into ``args.out``,
+    print ``table(study)`` and where the outputs went."""
+    study["args"] = {k: v for k, v in vars(args).items() if k != "func"}
+    study["loadavg_start"] = load_start
+    study["loadavg_end"] = loadavg()
+    paths = write_outputs(study, args.out)
+    print(table(study))
+    print(f"wall time {study['wall_seconds']:.1f} s; outputs in {Path(args.out)}: "
+          + ", ".join(p.name for p in paths.values()))
+    return 0

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._cli import entry_points
+from ._cli import entry_points, finish, loadavg
 from ..models.mlp import KINDS, MLP, MLPScratch, dropout_fn, variance_factor
 
 __all__ = [
@@ -496,26 +496,22 @@ def markdown_tables(study: dict) -> str:
 
     # ---- a: grid
     grid = s["grid"]
-    L += ["", f"### (a) Dropout grid: test accuracy after {E} epochs (rows p1, columns p2)", "",
-          "| p1 \\ p2 | " + " | ".join(f"{b:g}" for b in grid) + " |",
-          "|---|" + "---|" * len(grid)]
-    for a in grid:
-        cells = []
-        for b in grid:
-            r = _find(runs, p1=a, p2=b, seed=seed)
-            m = _at(r, E) if r else None
-            cells.append(_f(m["test_acc"]) if m else "—")
-        L.append(f"| **{a:g}** | " + " | ".join(cells) + " |")
-    L += ["", f"Train − test accuracy gap after {E} epochs:", "",
-          "| p1 \\ p2 | " + " | ".join(f"{b:g}" for b in grid) + " |",
-          "|---|" + "---|" * len(grid)]
-    for a in grid:
-        cells = []
-        for b in grid:
-            r = _find(runs, p1=a, p2=b, seed=seed)
-            m = _at(r, E) if r else None
-            cells.append(_f(m["gap"], "+.4f") if m else "—")
-        L.append(f"| **{a:g}** | " + " | ".join(cells) + " |")
+    def grid_table(key: str, spec: str) -> list[str]:
+        lines = ["| p1 \\ p2 | " + " | ".join(f"{b:g}" for b in grid) + " |",
+                 "|---|" + "---|" * len(grid)]
+        for a in grid:
+            cells = []
+            for b in grid:
+                r = _find(runs, p1=a, p2=b, seed=seed)
+                m = _at(r, E) if r else None
+                cells.append(_f(m[key], spec) if m else "—")
+            lines.append(f"| **{a:g}** | " + " | ".join(cells) + " |")
+        return lines
+
+    L += ["", f"### (a) Dropout grid: test accuracy after {E} epochs (rows p1, columns p2)", ""]
+    L += grid_table("test_acc", ".4f")
+    L += ["", f"Train − test accuracy gap after {E} epochs:", ""]
+    L += grid_table("gap", "+.4f")
 
     # ---- seeds
     seeds = [r for r in runs if r["spec"]["form"] == "concise" and r["spec"]["p1"] == 0.2
@@ -894,18 +890,11 @@ def run(args) -> int:
     specs = default_specs(settings)
     print(f"d2l-dropout study: {len(specs)} runs, {sum(sp.epochs for sp in specs)} epochs in all, "
           f"{workers} worker(s){' (quick)' if args.quick else ''}")
-    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load0 = loadavg()
     tic = time.perf_counter()
     study = run_study(settings, specs, workers=workers, progress=not args.no_progress)
     study["wall_seconds"] = time.perf_counter() - tic
-    study["args"] = {k: v for k, v in vars(args).items() if k != "func"}
-    study["loadavg_start"] = load0
-    study["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    paths = write_outputs(study, args.out)
-    print(markdown_tables(study))
-    print(f"wall time {study['wall_seconds']:.1f} s; outputs in {Path(args.out)}: "
-          + ", ".join(p.name for p in paths.values()))
-    return 0
+    return finish(study, args, load0, write_outputs, markdown_tables)
 
 
 add_cli, main = entry_points(

@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._cli import entry_points
+from ._cli import entry_points, finish, loadavg
 
 __all__ = [
     "TASKS", "Task", "make_task", "adding_problem", "copy_task", "RunSpec", "default_specs",
@@ -720,16 +720,9 @@ def run(args) -> int:
     print(f"gradient-flow study: task {task.name}, T = {task.seq_len}, {len(specs)} networks, "
           f"{settings.steps} steps each ({settings.optimizer}, lr {settings.lr:g}), hidden "
           f"{settings.hidden_size}, batch {settings.batch_size}, {workers} worker(s)")
-    load0 = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load0 = loadavg()
     study = run_study(task, settings, specs, workers=workers, progress=not args.no_progress)
-    study["args"] = {k: v for k, v in vars(args).items() if k != "func"}
-    study["loadavg_start"] = load0
-    study["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    paths = write_outputs(study, args.out)
-    print(markdown_table(study))
-    print(f"wall time {study['wall_seconds']:.1f} s; outputs in {Path(args.out)}: "
-          + ", ".join(p.name for p in paths.values()))
-    return 0
+    return finish(study, args, load0, write_outputs, markdown_table)
 
 
 add_cli, main = entry_points(
