@@ -86,7 +86,7 @@ def ensure_file(root: Path, relpath: str, dataset: str, what: str) -> Path:
     try:
         _download(url, dest, Path(url).name)
         if dataset == "ptb":  # the archive holds ./simple-examples/data/ptb.*.txt
-            src = root / "_downloads" / "simple-examples" / "data" / Path(relpath).name
+            src = dest / "simple-examples" / "data" / Path(relpath).name
             path.parent.mkdir(parents=True, exist_ok=True)
             src.replace(path)
     except Exception as e:  # offline, DNS failure, HTTP error, missing pooch ...
