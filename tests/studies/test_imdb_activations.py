@@ -107,17 +107,11 @@ def test_measure_grad_norms_matches_manual_unroll():
     assert res["ratio_first_last"] == pytest.approx(float(manual[0] / manual[-1]), rel=1e-4)
 
 
-def _args(data, out, *extra):
-    p = argparse.ArgumentParser()
-    study.add_arguments(p)
-    return p.parse_args(["--data", str(data), "--out", str(out), "--quick", "--no-progress",
-                         "--threads", "1", *extra])
-
-
-def test_quick_end_to_end_on_fake_data(tmp_path):
+def test_quick_end_to_end_on_fake_data(tmp_path, quick_args):
     root = make_fake_imdb(tmp_path / "data")
     out = tmp_path / "out"
-    assert study.run(_args(root, out, "--encoders", "rnn_tanh,rnn_sigmoid,lstm")) == 0
+    args = quick_args(study, root, out, "--encoders", "rnn_tanh,rnn_sigmoid,lstm")
+    assert study.run(args) == 0
     doc = json.loads((out / "results.json").read_text())
     assert [r["encoder"] for r in doc["results"]] == ["rnn_tanh", "rnn_sigmoid", "lstm"]
     assert doc["data"] == {"train": 64, "val": 32, "test": 64, "vocab": doc["data"]["vocab"]}
@@ -154,9 +148,9 @@ def test_full_defaults_and_explicit_options_win(tmp_path):
     assert study.settings_from_args(p.parse_args([])).max_len == 200
 
 
-def test_bad_encoder_name(tmp_path):
+def test_bad_encoder_name(tmp_path, quick_args):
     with pytest.raises(ValueError, match="unknown encoder"):
-        study.run(_args(tmp_path, tmp_path / "o", "--encoders", "lstm,cnn"))
+        study.run(quick_args(study, tmp_path, tmp_path / "o", "--encoders", "lstm,cnn"))
 
 
 def _real_root():
@@ -167,12 +161,12 @@ def _real_root():
 
 
 @pytest.mark.realdata
-def test_quick_on_real_imdb(tmp_path):
+def test_quick_on_real_imdb(tmp_path, quick_args):
     root = _real_root()
     if root is None:
         pytest.skip("IMDB data not found (RNNDROP_DATA or ../shared/data)")
     out = tmp_path / "out"
-    assert study.run(_args(root, out, "--encoders", "lstm")) == 0
+    assert study.run(quick_args(study, root, out, "--encoders", "lstm")) == 0
     doc = json.loads((out / "results.json").read_text())
     r = doc["results"][0]
     assert doc["data"]["train"] == 64 and doc["data"]["test"] == 64

@@ -34,17 +34,10 @@ def make_fake_scaledata(root: Path, per_critic=70, seed=0) -> Path:
     return root
 
 
-def _args(data, out, *extra):
-    p = argparse.ArgumentParser()
-    study.add_arguments(p)
-    return p.parse_args(["--data", str(data), "--out", str(out), "--quick", "--no-progress",
-                         "--threads", "1", *extra])
-
-
-def test_quick_end_to_end_on_fake_data(tmp_path):
+def test_quick_end_to_end_on_fake_data(tmp_path, quick_args):
     root = make_fake_scaledata(tmp_path / "data")
     out = tmp_path / "out"
-    assert study.run(_args(root, out)) == 0
+    assert study.run(quick_args(study, root, out)) == 0
     doc = json.loads((out / "results.json").read_text())
     pairs = [(r["model"], r["scheme"]) for r in doc["results"]]
     assert pairs == [(m, s) for m in ("lstm", "gru") for s in ("none", "naive", "variational")]
@@ -61,7 +54,7 @@ def test_quick_end_to_end_on_fake_data(tmp_path):
     assert (out / "rmse_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_cli_wiring_and_subsets(tmp_path):
+def test_cli_wiring_and_subsets(tmp_path, quick_args):
     root = make_fake_scaledata(tmp_path / "data")
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="study")
@@ -74,7 +67,7 @@ def test_cli_wiring_and_subsets(tmp_path):
     doc = json.loads((tmp_path / "o" / "results.json").read_text())
     assert [(r["model"], r["scheme"], r["p"]) for r in doc["results"]] == [("gru", "variational", 0.5)]
     with pytest.raises(ValueError, match="unknown schemes"):
-        study.run(_args(root, tmp_path / "x", "--schemes", "zoneout"))
+        study.run(quick_args(study, root, tmp_path / "x", "--schemes", "zoneout"))
 
 
 def _real_root():
@@ -84,12 +77,13 @@ def _real_root():
 
 
 @pytest.mark.realdata
-def test_quick_on_real_scaledata(tmp_path):
+def test_quick_on_real_scaledata(tmp_path, quick_args):
     root = _real_root()
     if root is None:
         pytest.skip("scale data not found (RNNDROP_DATA or ../shared/data)")
     out = tmp_path / "out"
-    assert study.run(_args(root, out, "--models", "lstm", "--schemes", "none,variational")) == 0
+    args = quick_args(study, root, out, "--models", "lstm", "--schemes", "none,variational")
+    assert study.run(args) == 0
     doc = json.loads((out / "results.json").read_text())
     assert len(doc["results"]) == 2
     assert all(0.0 < r["final_test_rmse"] < 1.0 for r in doc["results"])

@@ -60,7 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._cli import entry_points, finish, loadavg
+from ._cli import entry_points, finish, json_safe, loadavg, run_jobs
+from ._plot import figure, save
 from ..models.mlp import KINDS, MLP, MLPScratch, dropout_fn, variance_factor
 
 __all__ = [
@@ -73,7 +74,6 @@ __all__ = [
 #: Test accuracy the book reports for this network after 10 epochs.
 BOOK_ACCURACY = (0.87, 0.88)
 
-_PLOT_DPI = 90
 _EVAL_BATCH = 2000
 
 
@@ -279,39 +279,15 @@ def run_study(settings: Settings, specs: Optional[Sequence[RunSpec]] = None, wor
               progress: bool = True, data=None) -> dict:
     """Train all ``specs`` (default :func:`default_specs`), ``workers`` processes (1: in this
     process), then measure the variances (part c). Returns the study dict."""
-    from tqdm.auto import tqdm
     specs = list(specs if specs is not None else default_specs(settings))
     if data is None:
         data = load_data(settings.data, settings.n_train, settings.n_test)
     order = sorted(range(len(specs)), key=lambda i: -specs[i].epochs)
-    results: list = [None] * len(specs)
     tic = time.perf_counter()
-    bar = tqdm(total=len(specs), desc="d2l-dropout runs", unit="run", disable=not progress)
-    try:
-        if workers <= 1:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                for i in order:
-                    bar.set_postfix_str(specs[i].label)
-                    results[i] = train_run(specs[i], settings, data)
-                    bar.update(1)
-            finally:
-                torch.set_num_threads(threads)
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                     initargs=(settings,)) as ex:
-                futs = {ex.submit(_run_job, (specs[i], settings)): i for i in order}
-                for fut in as_completed(futs):
-                    i = futs[fut]
-                    results[i] = fut.result()
-                    bar.set_postfix_str(specs[i].label)
-                    bar.update(1)
-    finally:
-        bar.close()
+    results = run_jobs([s.label for s in specs], order,
+                       lambda i: train_run(specs[i], settings, data), workers,
+                       _run_job, lambda i: (specs[i], settings), _worker_init, (settings,),
+                       desc="d2l-dropout runs", progress=progress)
     train_seconds = time.perf_counter() - tic
     study = {
         "settings": asdict(settings),
@@ -624,21 +600,6 @@ def markdown_tables(study: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-def _figure(nrows=1, ncols=1, size=(6.4, 4.2)):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=size)
-    FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(nrows * ncols)]
-    return fig, axes
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=_PLOT_DPI)
-    return path
-
-
 def plot_all(study: dict, out: Path) -> list[Path]:
     """The five figures (see the module docstring); returns their paths."""
     out = Path(out)
@@ -647,7 +608,7 @@ def plot_all(study: dict, out: Path) -> list[Path]:
     paths = []
 
     # (a) heatmaps
-    fig, axes = _figure(1, 2, size=(9.0, 3.8))
+    fig, axes = figure(1, 2, size=(9.0, 3.8))
     for ax, key, title, cmap in ((axes[0], "test_acc", "test accuracy", "viridis"),
                                  (axes[1], "gap", "train − test accuracy", "magma")):
         M = [[(_at(r, E) or {}).get(key, float("nan")) if (r := _find(runs, p1=a, p2=b, seed=seed))
@@ -666,10 +627,10 @@ def plot_all(study: dict, out: Path) -> list[Path]:
         ax.set_ylabel("p1 (after hidden layer 1)")
         ax.set_title(f"{title} after {E} epoch{'s' * (E != 1)}", fontsize="medium")
         fig.colorbar(im, ax=ax, fraction=0.046)
-    paths.append(_save(fig, out / "d2l-dropout-grid.png"))
+    paths.append(save(fig, out / "d2l-dropout-grid.png"))
 
     # (b) curves
-    fig, axes = _figure(1, 3, size=(13.0, 3.8))
+    fig, axes = figure(1, 3, size=(13.0, 3.8))
     for (a, b), name, col in (((0.0, 0.0), "no dropout", "C3"), ((0.2, 0.5), "dropout (0.2, 0.5)", "C0")):
         r = _find(runs, p1=a, p2=b, seed=seed)
         if r is None:
@@ -688,7 +649,7 @@ def plot_all(study: dict, out: Path) -> list[Path]:
         ax.set_ylabel(yl)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="x-small")
-    paths.append(_save(fig, out / "d2l-dropout-curves.png"))
+    paths.append(save(fig, out / "d2l-dropout-curves.png"))
 
     # (c) variance scatter
     v = study.get("variance")
@@ -697,7 +658,7 @@ def plot_all(study: dict, out: Path) -> list[Path]:
                   ("h2 after dropout", [c for c in v["cases"] if c["quantity"] == "h2"]),
                   ("next layer pre-activation", [c for c in v["cases"]
                                                  if c["quantity"].startswith("z")])]
-        fig, axes = _figure(1, 3, size=(13.0, 4.2))
+        fig, axes = figure(1, 3, size=(13.0, 4.2))
         markers = {"bernoulli": "o", "gaussian": "s", "three_value": "^"}
         for ax, (title, cases) in zip(axes, groups):
             lo, hi = float("inf"), 0.0
@@ -724,10 +685,10 @@ def plot_all(study: dict, out: Path) -> list[Path]:
             ax.set_title(title, fontsize="medium")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize="x-small")
-        paths.append(_save(fig, out / "d2l-dropout-variance.png"))
+        paths.append(save(fig, out / "d2l-dropout-variance.png"))
 
     # (d) weight decay vs dropout: gap against test accuracy
-    fig, axes = _figure(1, 1, size=(6.4, 4.4))
+    fig, axes = figure(1, 1, size=(6.4, 4.4))
     ax = axes[0]
     xs, ys, labels = [], [], []
     for r in runs:
@@ -756,10 +717,10 @@ def plot_all(study: dict, out: Path) -> list[Path]:
     ax.set_ylabel("train − test accuracy")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="x-small")
-    paths.append(_save(fig, out / "d2l-dropout-weight-decay.png"))
+    paths.append(save(fig, out / "d2l-dropout-weight-decay.png"))
 
     # (e, f) test accuracy curves of the variants
-    fig, axes = _figure(1, 2, size=(11.0, 3.9))
+    fig, axes = figure(1, 2, size=(11.0, 3.9))
     for ax, title, sel in (
             (axes[0], "DropConnect vs dropout", [
                 ("no dropout", dict(p1=0.0, p2=0.0)), ("dropout (0.2, 0.5)", {}),
@@ -784,18 +745,8 @@ def plot_all(study: dict, out: Path) -> list[Path]:
         ax.set_title(title, fontsize="medium")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="xx-small", ncol=2)
-    paths.append(_save(fig, out / "d2l-dropout-variants.png"))
+    paths.append(save(fig, out / "d2l-dropout-variants.png"))
     return paths
-
-
-def _json_safe(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None if math.isnan(o) else ("inf" if o > 0 else "-inf")
-    if isinstance(o, dict):
-        return {k: _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    return o
 
 
 def write_outputs(study: dict, out) -> dict:
@@ -804,7 +755,7 @@ def write_outputs(study: dict, out) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "tables": out / "tables.md"}
     slim = dict(study, runs=[{k: v for k, v in r.items() if k != "state"} for r in study["runs"]])
-    paths["json"].write_text(json.dumps(_json_safe(slim), indent=1))
+    paths["json"].write_text(json.dumps(json_safe(slim), indent=1))
     paths["tables"].write_text(markdown_tables(study))
     for p in plot_all(study, out):
         paths[p.stem] = p

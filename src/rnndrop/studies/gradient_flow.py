@@ -56,7 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._cli import entry_points, finish, loadavg
+from ._cli import entry_points, finish, json_safe, loadavg, run_jobs
+from ._plot import figure, save
 
 __all__ = [
     "TASKS", "Task", "make_task", "adding_problem", "copy_task", "RunSpec", "default_specs",
@@ -71,7 +72,6 @@ TASKS = ("adding", "copy")
 #: A loss above EXPLODE_FACTOR × max(first loss, baseline) counts as a loss explosion.
 EXPLODE_FACTOR = 100.0
 
-_PLOT_DPI = 90
 
 
 # ================================================================================== tasks
@@ -435,38 +435,13 @@ def run_study(task: Task, settings: TrainSettings, specs: Optional[list[RunSpec]
               workers: int = 1, progress: bool = True) -> dict:
     """Train every spec and collect the results in the order of ``specs``: in this process
     (``workers <= 1``) or in ``workers`` spawned processes, always one torch thread per network."""
-    from tqdm.auto import tqdm
     specs = list(specs if specs is not None else default_specs())
     jobs = sorted(range(len(specs)), key=lambda i: -_cost(specs[i]))
-    results: list[Optional[dict]] = [None] * len(specs)
     tic = time.perf_counter()
-    bar = tqdm(total=len(specs), desc="gradient-flow configs", unit="cfg", disable=not progress)
-    try:
-        if workers <= 1:
-            # One thread: these networks are far too small to gain from more, and on a busy
-            # machine intra-op threads cost ~10x in contention. Restored afterwards.
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                for i in jobs:
-                    bar.set_postfix_str(specs[i].label)
-                    results[i] = train_one(specs[i], task, settings)
-                    bar.update(1)
-            finally:
-                torch.set_num_threads(threads)
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-            ctx = mp.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as ex:
-                futs = {ex.submit(_run_job, (specs[i], task, settings)): i for i in jobs}
-                for fut in as_completed(futs):
-                    i = futs[fut]
-                    results[i] = fut.result()
-                    bar.set_postfix_str(specs[i].label)
-                    bar.update(1)
-    finally:
-        bar.close()
+    results = run_jobs([s.label for s in specs], jobs,
+                       lambda i: train_one(specs[i], task, settings), workers,
+                       _run_job, lambda i: (specs[i], task, settings), _worker_init,
+                       desc="gradient-flow configs", unit="cfg", progress=progress)
     return {
         "task": asdict(task),
         "settings": asdict(settings),
@@ -553,15 +528,6 @@ def markdown_table(study: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _figure(nrows=1, ncols=1, size=(6.4, 4.2)):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=size)
-    FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(nrows * ncols)]
-    return fig, axes
-
-
 def _colours(ax, n: int) -> None:
     """Distinct colours for up to 20 curves (matplotlib's default cycle repeats after 10)."""
     if n > 10:
@@ -590,12 +556,6 @@ def _plot_norms(ax, runs: list[dict], which: str, title: str, layers: str = "top
     ax.legend(fontsize="x-small")
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=_PLOT_DPI)
-    return path
-
-
 def plot_all(study: dict, out: Path) -> list[Path]:
     """The four figures (see the module docstring); returns their paths."""
     runs = study["runs"]
@@ -608,28 +568,28 @@ def plot_all(study: dict, out: Path) -> list[Path]:
         panels = [(models, f"default init, {when} (T = {T})", "all")]
         if gates:
             panels.append((gated_ref + gates, f"gate bias, {when}", "top"))
-        fig, axes = _figure(1, len(panels), size=(6.0 * len(panels), 4.6))
+        fig, axes = figure(1, len(panels), size=(6.0 * len(panels), 4.6))
         for ax, (sel, title, layers) in zip(axes, panels):
             _plot_norms(ax, sel, which, title, layers=layers)
-        paths.append(_save(fig, out / f"gradient-flow-{which}.png"))
+        paths.append(save(fig, out / f"gradient-flow-{which}.png"))
 
     names = []
     for r in by("radius"):
         if r["spec"]["name"] not in names:
             names.append(r["spec"]["name"])
     if names:
-        fig, axes = _figure(1, len(names), size=(4.2 * len(names), 4.0))
+        fig, axes = figure(1, len(names), size=(4.2 * len(names), 4.0))
         for ax, name in zip(axes, names):
             sel = [r for r in by("radius") if r["spec"]["name"] == name]
             _plot_norms(ax, sel, "init", f"{name}: W_hh = r·orthogonal, at init")
-        paths.append(_save(fig, out / "gradient-flow-radius.png"))
+        paths.append(save(fig, out / "gradient-flow-radius.png"))
 
     groups = [("default init / gate bias", models + gates),
               ("radius sweep (no clipping)", by("radius")),
               ("r = 1.5: clipping off / on", [r for r in by("radius") + by("clip")
                                               if r["spec"]["radius"] == 1.5])]
     groups = [g for g in groups if g[1]]
-    fig, axes = _figure(1, len(groups), size=(4.8 * len(groups), 4.2))
+    fig, axes = figure(1, len(groups), size=(4.8 * len(groups), 4.2))
     for ax, (title, sel) in zip(axes, groups):
         _colours(ax, len(sel))
         for r in sel:
@@ -650,18 +610,8 @@ def plot_all(study: dict, out: Path) -> list[Path]:
         ax.set_title(title, fontsize="medium")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="xx-small")
-    paths.append(_save(fig, out / "gradient-flow-loss.png"))
+    paths.append(save(fig, out / "gradient-flow-loss.png"))
     return paths
-
-
-def _json_safe(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None if math.isnan(o) else ("inf" if o > 0 else "-inf")
-    if isinstance(o, dict):
-        return {k: _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    return o
 
 
 def write_outputs(study: dict, out) -> dict[str, Path]:
@@ -669,7 +619,7 @@ def write_outputs(study: dict, out) -> dict[str, Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "markdown": out / "results.md"}
-    paths["json"].write_text(json.dumps(_json_safe(study), indent=1))
+    paths["json"].write_text(json.dumps(json_safe(study), indent=1))
     paths["markdown"].write_text(markdown_table(study))
     for p in plot_all(study, out):
         paths[p.stem] = p

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._cli import entry_points
+from ._cli import add_run_arguments, entry_points, prepare
 from ..models.classifiers import ENCODERS, SentimentClassifier, last_real_step
 
 NAME = "imdb-activations"
@@ -402,12 +402,7 @@ def settings_from_args(args) -> Settings:
 
 
 def run(args) -> int:
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
-    s = settings_from_args(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    progress = not getattr(args, "no_progress", False)
+    s, out, progress = prepare(args, settings_from_args)
     print(f"{NAME}: encoders {', '.join(s.encoders)}; {s.epochs} epochs; out {out}")
     train, val, test, vocab = load_data(args.data, s)
     results = []
@@ -456,13 +451,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
     p.add_argument("--clip", type=float, help="gradient-norm clipping (default 1.0)")
     p.add_argument("--dropout", type=float, help="dropout in the head (default 0.3)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--threads", type=int,
-                   help="torch CPU threads (default: torch's); 1 is much faster on a busy machine")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny smoke run (a few dozen reviews, one epoch) to check the pipeline")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_arguments(p, quick_help="tiny smoke run (a few dozen reviews, one epoch) to check "
+                                    "the pipeline")
 
 
 add_cli, main = entry_points(

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ._cli import entry_points
+from ._cli import add_run_arguments, entry_points, loadavg, prepare
 from ..models.classifiers import REGRESSION_SCHEMES, SentimentRegressor
 from .imdb_activations import Encoded, environment, iterate_batches
 
@@ -244,21 +243,17 @@ def settings_from_args(args) -> Settings:
 
 
 def run(args) -> int:
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
-    s = settings_from_args(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    progress = not getattr(args, "no_progress", False)
+    s, out, progress = prepare(args, settings_from_args)
     print(f"{NAME}: models {', '.join(s.models)} x schemes {', '.join(s.schemes)}; "
           f"{s.epochs} epochs; p={s.p}; out {out}")
     train, test, vocab = load_data(args.data, s)
     results, t_all = [], time.perf_counter()
     for cell in s.models:
         for scheme in s.schemes:
-            load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            load0 = loadavg()
             r = train_one(cell, scheme, len(vocab), train, test, s, progress=progress)
-            r["loadavg_1min"] = [load0, os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")]
+            load1 = loadavg()
+            r["loadavg_1min"] = [load[0] if load else float("nan") for load in (load0, load1)]
             results.append(r)
             print(f"{cell}/{scheme:12s} test RMSE last {r['final_test_rmse']:.4f}, lowest "
                   f"{r['min_test_rmse']:.4f} (epoch {r['min_test_rmse_epoch']}) | "
@@ -295,12 +290,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="default 128")
     p.add_argument("--lr", type=float, help="Adam learning rate (1e-3)")
     p.add_argument("--weight-decay", type=float, help="Adam weight decay (1e-6)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--threads", type=int,
-                   help="torch CPU threads (default: torch's); 1 is much faster on a busy machine")
-    p.add_argument("--quick", action="store_true", help="tiny smoke run to check the pipeline")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_arguments(p, quick_help="tiny smoke run to check the pipeline")
 
 
 add_cli, main = entry_points(
