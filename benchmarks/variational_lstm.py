@@ -13,13 +13,16 @@ process (round-robin, one call of each per round), medians reported with ratio t
 - ``... eager``   (CUDA) same as ``fast tied/untied`` with CUDA-graph replay turned off;
 - ``rnndrop.LSTM`` the library module with ``dropout_hidden=0.5`` (whatever backend it picks).
 
+``--cell gru``: the same variants for a GRU (``nn.GRU``, ``gru_recurrence``, untied masks
+``(3, B, H)``, ``rnndrop.GRU``).
+
 Memory: bytes of the tensors autograd saves for backward during one forward (counted once per
 storage, parameters and the input excluded) via ``torch.autograd.graph.saved_tensors_hooks``, as
 a ratio to ``nn.LSTM``; on CUDA also the peak ``torch.cuda.max_memory_allocated`` above the
 memory held before the call. Measures and prints; asserts nothing.
 
-    python benchmarks/variational_lstm.py [--device cuda] [--sizes small,medium,large]
-                                          [--repeats 7] [--threads N]
+    python benchmarks/variational_lstm.py [--device cuda] [--cell lstm|gru]
+                                          [--sizes small,medium,large] [--repeats 7] [--threads N]
 """
 from __future__ import annotations
 
@@ -47,35 +50,41 @@ def _masks(shape, n, device, gen):
             / (1 - P_HIDDEN) for _ in range(n)]
 
 
-def make_variants(H, T, device, layers=2):
+def make_variants(H, T, device, layers=2, cell="lstm"):
     torch.manual_seed(0)
     gen = torch.Generator(device=device).manual_seed(0)
-    lstm = torch.nn.LSTM(H, H, layers).to(device)
+    G = 4 if cell == "lstm" else 3
+    net = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(H, H, layers).to(device)
     x = torch.randn(T, BATCH, H, device=device, requires_grad=True)
-    ws = [[getattr(lstm, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    ws = [[getattr(net, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
           for k in range(layers)]
     tied = _masks((BATCH, H), layers, device, gen)
-    untied = _masks((4, BATCH, H), layers, device, gen)
+    untied = _masks((G, BATCH, H), layers, device, gen)
     zeros = torch.zeros(BATCH, H, device=device)
 
-    def stacked(rec, masks, proj=F.linear):
+    def stacked(lib, masks, proj=F.linear):
         def run():
             inp = x
             for (w_ih, w_hh, b_ih, b_hh), m in zip(ws, masks):
-                xp = proj(inp, w_ih, b_ih + b_hh)            # one GEMM for all steps
-                inp, _, _ = rec(xp, zeros, zeros, w_hh, m)
+                if cell == "lstm":
+                    xp = proj(inp, w_ih, b_ih + b_hh)            # one GEMM for all steps
+                    inp, _, _ = lib.lstm_recurrence(xp, zeros, zeros, w_hh, m)
+                else:  # GRU: b_hh stays inside the recurrence (it is gated by r)
+                    xp = proj(inp, w_ih, b_ih)
+                    inp, _ = lib.gru_recurrence(xp, zeros, w_hh, b_hh, m)
             return inp
         return run
 
+    base = "nn.LSTM" if cell == "lstm" else "nn.GRU"
     variants = {
-        "nn.LSTM": lambda: lstm(x)[0],
-        "reference": stacked(_recurrence.lstm_recurrence, tied),
-        "fast tied": stacked(fast.lstm_recurrence, tied),
-        "fast untied": stacked(fast.lstm_recurrence, untied),
+        base: lambda: net(x)[0],
+        "reference": stacked(_recurrence, tied),
+        "fast tied": stacked(fast, tied),
+        "fast untied": stacked(fast, untied),
     }
     if device.type == "cpu":  # fast.linear is F.linear off-CPU
-        variants["fast tied+lin"] = stacked(fast.lstm_recurrence, tied, fast.linear)
-        variants["fast untied+lin"] = stacked(fast.lstm_recurrence, untied, fast.linear)
+        variants["fast tied+lin"] = stacked(fast, tied, fast.linear)
+        variants["fast untied+lin"] = stacked(fast, untied, fast.linear)
     else:  # the CUDA loops with and without CUDA-graph replay
         def eager(fn):
             def run():
@@ -86,20 +95,16 @@ def make_variants(H, T, device, layers=2):
                 finally:
                     fast.set_cuda_graphs(prev)
             return run
-        variants["fast tied eager"] = eager(stacked(fast.lstm_recurrence, tied))
-        variants["fast untied eager"] = eager(stacked(fast.lstm_recurrence, untied))
-    try:  # the library module (its recurrent-dropout path); skipped if its API differs
-        from rnndrop import LSTM
-        mod = LSTM(H, H, layers, dropout_hidden=P_HIDDEN).to(device)
-        mod.load_state_dict(lstm.state_dict())
-        mod.train()
-        variants["rnndrop.LSTM"] = lambda: mod(x)[0]
-    except Exception as e:  # pragma: no cover - depends on the lead's module
-        print(f"(rnndrop.LSTM variant skipped: {type(e).__name__}: {e})")
-    params = list(lstm.parameters()) + [x]
-    if "rnndrop.LSTM" in variants:
-        params += list(mod.parameters())
-    return variants, params, lstm, x
+        variants["fast tied eager"] = eager(stacked(fast, tied))
+        variants["fast untied eager"] = eager(stacked(fast, untied))
+    import rnndrop
+    Module = rnndrop.LSTM if cell == "lstm" else rnndrop.GRU
+    mod = Module(H, H, layers, dropout_hidden=P_HIDDEN).to(device)
+    mod.load_state_dict(net.state_dict())
+    mod.train()
+    variants[f"rnndrop.{Module.__name__}"] = lambda: mod(x)[0]
+    params = list(net.parameters()) + [x] + list(mod.parameters())
+    return variants, params, net, x
 
 
 def saved_bytes(fn, exclude):
@@ -143,6 +148,8 @@ def peak_cuda(fn, params):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--cell", choices=("lstm", "gru"), default="lstm",
+                    help="LSTM (default) or GRU, against nn.LSTM / nn.GRU")
     ap.add_argument("--sizes", default="small,medium,large")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: default)")
@@ -170,7 +177,8 @@ def main(argv=None):
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     for name in args.sizes.split(","):
         H, T = SIZES[name.strip()]
-        variants, params, lstm, x = make_variants(H, T, device)
+        variants, params, net, x = make_variants(H, T, device, cell=args.cell)
+        base_name = next(iter(variants))
         variants = {k: v for k, v in variants.items() if k not in skip}
         for fn in variants.values():  # warm-up (packing, allocator, cuDNN plans)
             fwd_bwd(fn, params, sync)
@@ -181,19 +189,19 @@ def main(argv=None):
         excl = params  # every parameter (nn.LSTM's and the module's copy) and the input
         mem = {k: saved_bytes(fn, excl) for k, fn in variants.items()}
         peak = {k: peak_cuda(fn, params) for k, fn in variants.items()} if device.type == "cuda" else {}
-        base = statistics.median(times["nn.LSTM"])
+        base = statistics.median(times[base_name])
         print(f"\n{name}: H={H} T={T} B={BATCH} layers=2, fwd+bwd, {args.repeats} interleaved rounds"
               + (", load %.2f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""))
-        hdr = f"{'variant':16s} {'median ms':>10s} {'min ms':>8s} {'max ms':>8s} {'speed vs nn.LSTM':>17s} {'saved MB':>9s} {'saved ratio':>11s}"
+        hdr = f"{'variant':16s} {'median ms':>10s} {'min ms':>8s} {'max ms':>8s} {'speed vs ' + base_name:>17s} {'saved MB':>9s} {'saved ratio':>11s}"
         if peak:
             hdr += f" {'peak MB':>8s} {'peak ratio':>10s}"
         print(hdr)
         for k, ts in times.items():
             med = statistics.median(ts)
             line = (f"{k:16s} {med * 1e3:10.2f} {min(ts) * 1e3:8.2f} {max(ts) * 1e3:8.2f} "
-                    f"{base / med:16.2f}x {mem[k] / 2**20:9.2f} {mem[k] / mem['nn.LSTM']:11.2f}")
+                    f"{base / med:16.2f}x {mem[k] / 2**20:9.2f} {mem[k] / mem[base_name]:11.2f}")
             if peak:
-                line += f" {peak[k] / 2**20:8.2f} {peak[k] / peak['nn.LSTM']:10.2f}"
+                line += f" {peak[k] / 2**20:8.2f} {peak[k] / peak[base_name]:10.2f}"
             print(line)
     if device.type == "cuda":
         from rnndrop.fast import _graphs
