@@ -234,7 +234,28 @@ def test_c_kernels_build_in_build_dir_or_fall_back(tmp_path, monkeypatch):
     with pytest.warns(RuntimeWarning, match="fused CPU kernels unavailable"):
         assert _cext.kernels() is None
     _compare_lstm(4, 3, 5, "tied")
+    _compare_gru(4, 3, 5, "untied")
     monkeypatch.setattr(_cext, "_LIB", None)  # let later tests build/load again
+
+
+@pytest.mark.parametrize("kind", MASKS)
+def test_c_loops_are_the_ones_running(monkeypatch, kind):
+    """With the kernels built, float32 CPU LSTM and GRU go through the fused C loops (so the
+    "+C" comparisons above test them), forward and backward."""
+    monkeypatch.setenv("RNNDROP_FAST_CEXT", "1")
+    if _cext.kernels() is None:
+        pytest.skip("fused C kernels unavailable (no C compiler?)")
+    from rnndrop.fast import _gru, _lstm
+    calls = []
+    for mod in (_lstm, _gru):
+        for name in ("_forward_loop_c", "_backward_loop_c"):
+            real = getattr(mod, name)
+            tag = f"{mod.__name__.rsplit('.', 1)[1]}.{name}"
+            monkeypatch.setattr(mod, name, lambda *a, _r=real, _t=tag: calls.append(_t) or _r(*a))
+    _compare_lstm(3, 2, 4, kind)
+    _compare_gru(3, 2, 4, kind)
+    assert calls == ["_lstm._forward_loop_c", "_lstm._backward_loop_c",
+                     "_gru._forward_loop_c", "_gru._backward_loop_c"]
 
 
 def test_available():

@@ -19,7 +19,7 @@ What runs where (chosen per call, all falling back to plain torch ops):
 - CPU float32: per-step products through oneDNN (``torch.ops.mkldnn``, probed once, see
   ``_gemm``), the gate math of each step in one fused C call (``_cext``: compiled on first use
   in well under a second into ``$RNNDROP_FAST_BUILD_DIR`` or ``~/.cache/rnndrop/fast``; with no
-  C compiler, one warning and torch ops). GRU: oneDNN products, torch ops for the gate math.
+  C compiler, one warning and torch ops). LSTM and GRU alike.
 - CUDA: LSTM gate math in one Triton kernel per step (``_triton``; when Triton imports), the
   whole forward and backward loops replayed as CUDA graphs (``_graphs``: one graph per loop
   shape, which keeps static copies of that loop's inputs and outputs between calls; see

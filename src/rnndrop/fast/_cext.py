@@ -1,9 +1,10 @@
-"""Optional fused CPU kernels for the LSTM gate math, compiled on first use and cached.
+"""Optional fused CPU kernels for the LSTM and GRU gate math, compiled on first use, cached.
 
 A tiny C file (no torch headers: it builds in well under a second with the system C compiler),
 loaded with ctypes. Each call does one time step's gate math in one pass over the (B, H) cells,
 replacing ~8 (forward) / ~16 (backward) torch ops whose per-op dispatch and thread wake-up
-costs dominate the gate math at these sizes. The arithmetic is that of the Triton kernels.
+costs dominate the gate math at these sizes. The arithmetic is that of the Triton kernels
+(LSTM) and of the torch-op loops in ``_gru`` (GRU).
 
 The library is built into ``$RNNDROP_FAST_BUILD_DIR`` (default ``~/.cache/rnndrop/fast``) under a
 name that hashes the source, compiler, flags and CPU, written atomically. If there is no C
@@ -23,7 +24,8 @@ import warnings
 _LIB = None  # None: not tried yet; False: unavailable
 
 SOURCE = r"""
-/* Fused LSTM gate math for one time step (CPU, float32), called through ctypes by _cext.py.
+/* Fused LSTM and GRU gate math for one time step (CPU, float32), called through ctypes by
+ * _cext.py.
  *
  * The same arithmetic as the Triton kernels in _triton.py: one pass over the (B, H) cells
  * instead of ~8 (forward) / ~16 (backward) separate torch ops. Plain C, no torch headers, so
@@ -140,6 +142,89 @@ void lstm_bwd_step(const float *__restrict A, const float *__restrict c,
             bwd_row(A + 4 * q, c + q, cp + q, dout + q, r + q, m, dc + q, dp + 4 * q, n, H, 0);
     }
 }
+
+/* GRU forward step (torch.nn.GRU equations). hh gate k (r, z, n) of sample b, unit j is
+ * pre[k*s_pg + b*s_pb + j] = (W_hh (h_{t-1} * m))_k, plus bias[k*H + j] when bias != NULL;
+ * x (B, 3H) is the input projection. Writes S[b] = [r, z, n, hn] (B, 4H), h (B, H) and hm as
+ * in lstm_fwd_step (mode 1: (B, H) mask, mode 2: (3, B, H) untied masks). */
+static inline __attribute__((always_inline)) void gru_fwd_row(
+        const float *__restrict p, long s_pg, const float *__restrict bias,
+        const float *__restrict xb, const float *__restrict hpb, float *__restrict s,
+        float *__restrict hb, long H, const int has_b) {
+    for (long j = 0; j < H; j++) {
+        float hr = p[j], hz = p[s_pg + j], hn = p[2 * s_pg + j];
+        if (has_b) {
+            hr += bias[j]; hz += bias[H + j]; hn += bias[2 * H + j];
+        }
+        float r = fsigmoid(xb[j] + hr), z = fsigmoid(xb[H + j] + hz);
+        float nn = ftanh(xb[2 * H + j] + r * hn);
+        s[j] = r; s[H + j] = z; s[2 * H + j] = nn; s[3 * H + j] = hn;
+        hb[j] = nn + z * (hpb[j] - nn);
+    }
+}
+
+void gru_fwd_step(const float *__restrict pre, long s_pg, long s_pb, const float *__restrict bias,
+                  const float *__restrict x, const float *__restrict hp, float *__restrict S,
+                  float *__restrict h, const float *__restrict m, float *__restrict hm,
+                  long B, long H, int mode) {
+    const long n = B * H;
+    for (long b = 0; b < B; b++) {
+        if (bias)
+            gru_fwd_row(pre + b * s_pb, s_pg, bias, x + b * 3 * H, hp + b * H, S + b * 4 * H,
+                        h + b * H, H, 1);
+        else
+            gru_fwd_row(pre + b * s_pb, s_pg, bias, x + b * 3 * H, hp + b * H, S + b * 4 * H,
+                        h + b * H, H, 0);
+    }
+    if (mode == 1) {
+        for (long q = 0; q < n; q++) hm[q] = h[q] * m[q];
+    } else if (mode == 2) {
+        for (int k = 0; k < 3; k++)
+            for (long q = 0; q < n; q++) hm[k * n + q] = h[q] * m[k * n + q];
+    }
+}
+
+/* GRU backward step. dh = dout + r' + dcar, where r' is r (B, H) as is (mode 0) or
+ * sum_k r[k] * m[k] over (3, B, H) (mode 2), and dcar (B, H) is dh_{t+1} * z_{t+1}, the
+ * gradient carried through h_t = n + z (h_{t-1} - n). Writes the input-projection gradient
+ * dx (B, 3H) = [dr, dz, dn_pre], the hidden-projection gradient dg (B, 3H) = [dr, dz, dn_pre r],
+ * and leaves dh * z in dcar for step t-1. */
+static inline __attribute__((always_inline)) void gru_bwd_row(
+        const float *__restrict s, const float *__restrict hpb, const float *__restrict dout,
+        const float *__restrict r, const float *__restrict m, float *__restrict dcar,
+        float *__restrict dx, float *__restrict dg, long n, long H, const int untied) {
+    for (long j = 0; j < H; j++) {
+        float rr;
+        if (untied)
+            rr = r[j] * m[j] + r[n + j] * m[n + j] + r[2 * n + j] * m[2 * n + j];
+        else
+            rr = r[j];
+        float dh = dout[j] + rr + dcar[j];
+        float rg = s[j], z = s[H + j], nn = s[2 * H + j], hn = s[3 * H + j];
+        float dnp = dh * (1.0f - z) * (1.0f - nn * nn);
+        float dz = dh * (hpb[j] - nn) * z * (1.0f - z);
+        float dr = dnp * hn * rg * (1.0f - rg);
+        dx[j] = dr; dx[H + j] = dz; dx[2 * H + j] = dnp;
+        dg[j] = dr; dg[H + j] = dz; dg[2 * H + j] = dnp * rg;
+        dcar[j] = dh * z;
+    }
+}
+
+void gru_bwd_step(const float *__restrict S, const float *__restrict hp,
+                  const float *__restrict dout, const float *__restrict r,
+                  const float *__restrict m, float *__restrict dcar, float *__restrict dx,
+                  float *__restrict dg, long B, long H, int mode) {
+    const long n = B * H;
+    for (long b = 0; b < B; b++) {
+        const long q = b * H;
+        if (mode == 2)
+            gru_bwd_row(S + 4 * q, hp + q, dout + q, r + q, m + q, dcar + q, dx + 3 * q,
+                        dg + 3 * q, n, H, 1);
+        else
+            gru_bwd_row(S + 4 * q, hp + q, dout + q, r + q, m, dcar + q, dx + 3 * q, dg + 3 * q,
+                        n, H, 0);
+    }
+}
 """
 
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
@@ -208,6 +293,10 @@ def _load():
     lib.lstm_fwd_step.restype = None
     lib.lstm_bwd_step.argtypes = [P, P, P, P, P, P, P, P, L, L, I]
     lib.lstm_bwd_step.restype = None
+    lib.gru_fwd_step.argtypes = [P, L, L, P, P, P, P, P, P, P, L, L, I]
+    lib.gru_fwd_step.restype = None
+    lib.gru_bwd_step.argtypes = [P, P, P, P, P, P, P, P, L, L, I]
+    lib.gru_bwd_step.restype = None
     return lib
 
 

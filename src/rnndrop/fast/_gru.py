@@ -3,17 +3,20 @@
 Same scheme as ``_lstm``: forward saves ``S = [r, z, n, hn]`` (T, B, 4H) where
 ``hn = W_hn (h_{t-1} ∘ m) + b_hn`` (needed for ∂r), plus the output; backward produces the
 gradient of ``xp`` and of the hidden-to-hidden pre-activations, and ``dW_hh``/``db_hh`` as one
-product/sum after the loop.
+product/sum after the loop. On CPU float32 the gate math of a step is one fused C call
+(``_cext``), as for the LSTM.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from . import _cext
 from ._gemm import Linear, use_packed
-from ._lstm import _check, _same_kind, _weight_grad
+from ._lstm import _check, _ptr_steps, _same_kind, _weight_grad
 
 
 def _forward_loop(xp, h0, w, b, m, packed):
@@ -100,13 +103,95 @@ def _backward_loop(dout, dhT, h0, w, m, S, out, packed, need_h0, need_w):
     return dxp, dh0, dw, dhh
 
 
+def _forward_loop_c(lib, xp, h0, w, b, m, packed):
+    """``_forward_loop`` with the gate math of each step in one fused C call (``_cext``)."""
+    T, B, G = xp.shape
+    H = G // 3
+    n = B * H
+    mode = 0 if m is None else (1 if m.dim() == 2 else 2)
+    S = xp.new_empty(T, B, 4 * H)
+    out = xp.new_empty(T, B, H)
+    h0 = h0.contiguous()
+    if mode:
+        m = m.contiguous()
+        hm = h0 * m if mode == 1 else h0.unsqueeze(0) * m
+        buf = torch.empty_like(hm)
+    else:
+        hm, buf = h0, None
+    if mode == 2:
+        wb = w.view(3, H, H).transpose(1, 2)
+    else:
+        lin = Linear(w, B, packed)
+    b = b.contiguous() if b is not None else None
+    bptr = b.data_ptr() if b is not None else None
+    s0, ss = _ptr_steps(S)
+    o0, so = _ptr_steps(out)
+    x0, sx = _ptr_steps(xp)
+    mp = m.data_ptr() if mode else None
+    bp = buf.data_ptr() if mode else None
+    hp = h0.data_ptr()
+    for t in range(T):
+        if mode == 2:
+            pre = torch.bmm(hm, wb)                              # (3, B, H); bias added in C
+            s_pg, s_pb = n, H
+        else:
+            pre = lin(hm)                                        # (B, 3H); bias added in C
+            s_pg, s_pb = H, pre.stride(0)
+        lib.gru_fwd_step(pre.data_ptr(), s_pg, s_pb, bptr, x0 + t * sx, hp, s0 + t * ss,
+                         o0 + t * so, mp, bp, B, H, mode)
+        hp = o0 + t * so
+        hm = buf if mode else out[t]
+    return S, out
+
+
+def _backward_loop_c(lib, dout, dhT, h0, w, m, S, out, packed, need_h0, need_w):
+    T, B, G4 = S.shape
+    H = G4 // 4
+    mode = 0 if m is None else (1 if m.dim() == 2 else 2)
+    if mode:
+        m = m.contiguous()
+    dout = dout.contiguous()
+    dxp = S.new_empty(T, B, 3 * H)
+    dhh = S.new_empty(T, B, 3 * H)
+    dcar = S.new_zeros(B, H)
+    r, r_mode = dhT.contiguous(), 0
+    if mode == 2:
+        w3 = w.view(3, H, H)
+    else:
+        lin_t = Linear(w.t(), B, packed, pack=False)
+    s0, ss = _ptr_steps(S)
+    o0, so = _ptr_steps(out)
+    d0, sd = _ptr_steps(dout)
+    x0, sx = _ptr_steps(dxp)
+    g0, sg = _ptr_steps(dhh)
+    mp = m.data_ptr() if mode else None
+    h0c = h0.contiguous()
+    for t in range(T - 1, -1, -1):
+        hp = o0 + (t - 1) * so if t > 0 else h0c.data_ptr()
+        lib.gru_bwd_step(s0 + t * ss, hp, d0 + t * sd, r.data_ptr(), mp, dcar.data_ptr(),
+                         x0 + t * sx, g0 + t * sg, B, H, r_mode)
+        if t > 0 or need_h0:
+            dg = dhh[t]
+            if mode == 2:
+                r, r_mode = torch.bmm(dg.view(B, 3, H).transpose(0, 1), w3), 2
+            else:
+                r = lin_t.mul(dg, m)                            # mask applied by oneDNN
+    dh0 = None
+    if need_h0:
+        dh0 = ((r * m).sum(0) if mode == 2 else r) + dcar
+    dw = _weight_grad(dhh, h0, out, m, 3, packed) if need_w else None
+    return dxp, dh0, dw, dhh
+
+
 class GRURecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, h0, weight_hh, bias_hh, mask_h):
         xp = xp.contiguous()
         packed = use_packed(xp) and use_packed(weight_hh)
-        S, out = _forward_loop(xp, h0, weight_hh, bias_hh, mask_h, packed)
-        ctx.packed = packed
+        lib = _cext.kernels() if xp.dtype == torch.float32 and xp.device.type == "cpu" else None
+        loop = _forward_loop if lib is None else functools.partial(_forward_loop_c, lib)
+        S, out = loop(xp, h0, weight_hh, bias_hh, mask_h, packed)
+        ctx.packed, ctx.lib = packed, lib
         ctx.has_bias = bias_hh is not None
         ctx.save_for_backward(h0, weight_hh, mask_h, S, out)
         return out, (out[-1] if xp.shape[0] else h0).clone()
@@ -121,8 +206,9 @@ class GRURecurrence(torch.autograd.Function):
             return (S.new_zeros(0, B, 3 * H) if need_xp else None, dhT,
                     torch.zeros_like(w) if need_w else None,
                     w.new_zeros(3 * H) if need_b else None, None)
-        dxp, dh0, dw, dhh = _backward_loop(dout, dhT, h0, w, m, S, out, ctx.packed,
-                                           need_h0, need_w)
+        loop = (_backward_loop if ctx.lib is None
+                else functools.partial(_backward_loop_c, ctx.lib))
+        dxp, dh0, dw, dhh = loop(dout, dhT, h0, w, m, S, out, ctx.packed, need_h0, need_w)
         db = dhh.sum((0, 1)) if need_b else None
         return (dxp if need_xp else None, dh0, dw, db, None)
 
