@@ -113,6 +113,27 @@ def test_resume_continues_the_same_trajectory(corpus, tmp_path, scheme):
     assert full.state.history[-1]["valid_ppl"] == resumed.state.history[-1]["valid_ppl"]
 
 
+def test_warmup_ramps_lr_linearly_and_resumes_mid_warmup(corpus, tmp_path):
+    over = {"train.epochs": 1, "train.lr": 0.8, "train.warmup_steps": 4}
+    quiet = dict(progress=False, log=lambda *a: None)
+    tr = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "a", **quiet)
+    seen = []
+    step = tr.opt.step
+    tr.opt.step = lambda *a, **k: seen.append(tr.opt.param_groups[0]["lr"]) or step(*a, **k)
+    tr.train()
+    assert seen[:6] == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.8, 0.8])
+    # stopped inside the warm-up and resumed: the same weights as the uninterrupted run
+    part = LMTrainer(tiny_cfg(**over, **{"train.max_steps": 2}), corpus, tmp_path / "b", **quiet)
+    part.train()
+    resumed = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "b", **quiet)
+    resumed.resume(tmp_path / "b" / "last.pt")
+    resumed.train()
+    for (n, a), (_, b) in zip(tr.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), n
+    with pytest.raises(ValueError, match="warmup_steps"):
+        LMTrainer(tiny_cfg(**{"train.warmup_steps": -1}), corpus, tmp_path / "c", **quiet)
+
+
 def test_seeded_runs_are_bitwise_repeatable(corpus, tmp_path):
     over = {"model.scheme": "variational", "model.dropout_hidden": 0.3, "train.epochs": 1}
     quiet = dict(progress=False, log=lambda *a: None)

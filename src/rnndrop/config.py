@@ -57,6 +57,10 @@ class TrainConfig:
     lr_decay: float = 2.0               # lr /= lr_decay every epoch after decay_after
     decay_after: int = 4
     clip: float = 5.0                   # global gradient-norm threshold (0: off)
+    # Linear lr warm-up over the first N steps (0: off): lr * step / N. Not in Zaremba's or
+    # Gal's recipes; for starts that blow up (the large recipes' first steps reach gradient
+    # norms of ~1000, see docs/results/ptb.md).
+    warmup_steps: int = 0
     # "sum_over_time": the objective is the NLL summed over the BPTT window and averaged over
     # the batch, as in Zaremba's and Gal's code, for which their lr = 1 and clip 5/10 are set.
     # "mean": NLL averaged over all tokens (PyTorch's word_language_model; needs lr ≈ 20).

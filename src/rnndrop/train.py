@@ -104,6 +104,8 @@ class LMTrainer:
         if t.loss_reduction not in ("sum_over_time", "mean"):
             raise ValueError(f"train.loss_reduction must be 'sum_over_time' or 'mean', got "
                              f"{t.loss_reduction!r}")
+        if t.warmup_steps < 0:
+            raise ValueError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
         if t.optimizer == "sgd":
             self.opt = torch.optim.SGD(self.model.parameters(), lr=t.lr)
         elif t.optimizer == "adam":
@@ -222,9 +224,13 @@ class LMTrainer:
                     self.hidden = tuple(h.detach() for h in self.hidden)
                 # With a per-token mean loss, variable BPTT rescales lr by the window length as
                 # AWD-LSTM does; a loss summed over the window already scales with it.
+                scale = 1.0
                 if t.variable_bptt and t.loss_reduction == "mean":
-                    for g in self.opt.param_groups:
-                        g["lr"] = lr * x.shape[0] / t.bptt
+                    scale = x.shape[0] / t.bptt
+                if st.step < t.warmup_steps:
+                    scale *= (st.step + 1) / t.warmup_steps
+                for g in self.opt.param_groups:
+                    g["lr"] = lr * scale
                 out, hidden = model(x, self.hidden)
                 loss = model.loss(out, y)
                 if not torch.isfinite(loss):

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from . import _cext
 from ._gemm import Linear, use_packed
-from ._lstm import _check, _ptr_steps, _same_kind, _weight_grad
+from ._lstm import _check, _ptr_steps, _rec_product, _same_kind, _weight_grad
 
 
 def _forward_loop(xp, h0, w, b, m, packed):
@@ -155,10 +155,7 @@ def _backward_loop_c(lib, dout, dhT, h0, w, m, S, out, packed, need_h0, need_w):
     dhh = S.new_empty(T, B, 3 * H)
     dcar = S.new_zeros(B, H)
     r, r_mode = dhT.contiguous(), 0
-    if mode == 2:
-        w3 = w.view(3, H, H)
-    else:
-        lin_t = Linear(w.t(), B, packed, pack=False)
+    rec = _rec_product(w, m, B, 3, packed)
     s0, ss = _ptr_steps(S)
     o0, so = _ptr_steps(out)
     d0, sd = _ptr_steps(dout)
@@ -171,11 +168,7 @@ def _backward_loop_c(lib, dout, dhT, h0, w, m, S, out, packed, need_h0, need_w):
         lib.gru_bwd_step(s0 + t * ss, hp, d0 + t * sd, r.data_ptr(), mp, dcar.data_ptr(),
                          x0 + t * sx, g0 + t * sg, B, H, r_mode)
         if t > 0 or need_h0:
-            dg = dhh[t]
-            if mode == 2:
-                r, r_mode = torch.bmm(dg.view(B, 3, H).transpose(0, 1), w3), 2
-            else:
-                r = lin_t.mul(dg, m)                            # mask applied by oneDNN
+            r, r_mode = rec(dhh[t])
     dh0 = None
     if need_h0:
         dh0 = ((r * m).sum(0) if mode == 2 else r) + dcar

@@ -165,6 +165,19 @@ def _forward_loop_c(lib, xp, h0, c0, w, m, packed):
     return A, C, out
 
 
+def _rec_product(w: Tensor, m: Optional[Tensor], B: int, gates: int, packed: bool):
+    """``dgates -> (r, r_mode)`` for the C backward loops: the recurrent gradient
+    ``dgates @ W_hh``. Tied or no mask: one oneDNN product with the mask as a post-op
+    (``r`` is ``(B, H)``, ``r_mode`` 0). Untied: one product per gate block (``r`` is
+    ``(G, B, H)``, ``r_mode`` 2: the next C step sums ``r_k ∘ m_k``)."""
+    H = w.shape[1]
+    if m is not None and m.dim() == 3:
+        wg = w.view(gates, H, H)
+        return lambda d: (torch.bmm(d.view(B, gates, H).transpose(0, 1), wg), 2)
+    lin_t = Linear(w.t(), B, packed, pack=False)
+    return lambda d: (lin_t.mul(d, m), 0)
+
+
 def _backward_loop_c(lib, dout, dhT, dcT, h0, c0, w, m, A, C, out, packed, need_h0, need_w):
     T, B, G = A.shape
     H = G // 4
@@ -175,10 +188,7 @@ def _backward_loop_c(lib, dout, dhT, dcT, h0, c0, w, m, A, C, out, packed, need_
     dpre = A.new_empty(T, B, G)
     dc = dcT.contiguous().clone()
     r, r_mode = dhT.contiguous(), 0
-    if mode == 2:
-        w4 = w.view(4, H, H)
-    else:
-        lin_t = Linear(w.t(), B, packed, pack=False)
+    rec = _rec_product(w, m, B, 4, packed)
     a0, sa = _ptr_steps(A)
     c_0, sc = _ptr_steps(C)
     d0, sd = _ptr_steps(dout)
@@ -190,11 +200,7 @@ def _backward_loop_c(lib, dout, dhT, dcT, h0, c0, w, m, A, C, out, packed, need_
         lib.lstm_bwd_step(a0 + t * sa, c_0 + t * sc, cp, d0 + t * sd, r.data_ptr(), mp,
                           dc.data_ptr(), p0 + t * sp, B, H, r_mode)
         if t > 0 or need_h0:
-            dp = dpre[t]
-            if mode == 2:
-                r, r_mode = torch.bmm(dp.view(B, 4, H).transpose(0, 1), w4), 2
-            else:
-                r = lin_t.mul(dp, m)                            # mask applied by oneDNN
+            r, r_mode = rec(dpre[t])
     dh0 = None
     if need_h0:
         dh0 = (r * m).sum(0) if mode == 2 else r
