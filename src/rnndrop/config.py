@@ -58,8 +58,8 @@ class TrainConfig:
     decay_after: int = 4
     clip: float = 5.0                   # global gradient-norm threshold (0: off)
     # Linear lr warm-up over the first N steps (0: off): lr * step / N. Not in Zaremba's or
-    # Gal's recipes; for starts that blow up (the large recipes' first steps reach gradient
-    # norms of ~1000, see docs/results/ptb.md).
+    # Gal's recipes. (On the large variational recipe, 100 steps only delayed its early
+    # gradient spikes; docs/results/ptb.md.)
     warmup_steps: int = 0
     # "sum_over_time": the objective is the NLL summed over the BPTT window and averaged over
     # the batch, as in Zaremba's and Gal's code, for which their lr = 1 and clip 5/10 are set.
