@@ -1,6 +1,11 @@
 """Shared test settings."""
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -11,3 +16,26 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def real_data_root(*marks: str):
+    """The real-data root ($RNNDROP_DATA, else ../shared/data beside the repository) that holds
+    one of ``marks`` (paths relative to the root), or None."""
+    env = os.environ.get("RNNDROP_DATA")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        if any((cand / m).exists() for m in marks):
+            return cand
+    return None
+
+
+@pytest.fixture
+def real_data():
+    """``real_data(*marks)``: the real-data root holding one of ``marks``; skips the test when
+    there is none."""
+    def find(*marks: str) -> Path:
+        root = real_data_root(*marks)
+        if root is None:
+            pytest.skip(f"real data not found ({' or '.join(marks)} under $RNNDROP_DATA or "
+                        f"../shared/data beside the repo)")
+        return root
+    return find

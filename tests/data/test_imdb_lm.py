@@ -1,5 +1,4 @@
 """The imdb-lm corpus: IMDB reviews as a large-vocabulary word-level LM corpus."""
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -115,20 +114,9 @@ def test_trainer_layout_imdb_lm(fake_root):
     assert c.vocab.itos == load_imdb_lm(fake_root, max_vocab=6).vocab.itos
 
 
-def _real_root():
-    env = os.environ.get("RNNDROP_DATA")
-    for cand in ([Path(env)] if env else []) + \
-            [Path(__file__).resolve().parents[2].parent / "shared" / "data"]:
-        if (cand / "imdb" / "aclImdb_v1.tar.gz").is_file() or (cand / "imdb" / "aclImdb").is_dir():
-            return cand
-    return None
-
-
 @pytest.mark.realdata
-def test_real_imdb_lm_vocabulary():
-    root = _real_root()
-    if root is None:
-        pytest.skip("IMDB not found (set RNNDROP_DATA or put ../shared/data beside the repo)")
+def test_real_imdb_lm_vocabulary(real_data):
+    root = real_data("imdb/aclImdb_v1.tar.gz", "imdb/aclImdb")
     c = load_imdb_lm(root, include_test=False)      # the test reviews do not change the vocab
     v = c.vocab
     print(f"IMDB LM vocabulary (train words seen >= 2 times, with <eos>, <unk>): {len(v)}; "

@@ -1,22 +1,12 @@
 """D2L 3.13 dropout study: variance measurement, run planning, quick end-to-end, real-data smoke."""
 import argparse
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
 from rnndrop.models.mlp import variance_factor
 from rnndrop.studies import d2l_dropout as D
-
-
-def _data_dir():
-    env = os.environ.get("RNNDROP_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
-_HAVE_FMNIST = (_data_dir() / "fashion-mnist" / "train-images-idx3-ubyte.gz").is_file()
 
 
 # ------------------------------------------------------------------------------ variance
@@ -155,10 +145,8 @@ def test_same_seed_same_run_both_forms(fake_loader):
 
 # ------------------------------------------------------------------------- real data
 @pytest.mark.realdata
-@pytest.mark.skipif(not _HAVE_FMNIST, reason="Fashion-MNIST not found (RNNDROP_DATA or "
-                                             "../shared/data)")
-def test_real_data_one_epoch():
-    data = D.load_data(_data_dir())
+def test_real_data_one_epoch(real_data):
+    data = D.load_data(real_data("fashion-mnist/train-images-idx3-ubyte.gz"))
     Xtr, ytr, Xte, yte = data
     assert Xtr.shape == (60000, 28, 28) and Xte.shape == (10000, 28, 28)
     # One epoch of the book's network. After one epoch at lr 0.5 the test accuracy still swings

@@ -2,7 +2,6 @@
 aclImdb folder, and a short smoke run on the real data (``realdata``)."""
 import argparse
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -153,18 +152,9 @@ def test_bad_encoder_name(tmp_path, quick_args):
         study.run(quick_args(study, tmp_path, tmp_path / "o", "--encoders", "lstm,cnn"))
 
 
-def _real_root():
-    env = os.environ.get("RNNDROP_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
-    return root if (root / "imdb" / "aclImdb_v1.tar.gz").is_file() or \
-        (root / "imdb" / "aclImdb").is_dir() else None
-
-
 @pytest.mark.realdata
-def test_quick_on_real_imdb(tmp_path, quick_args):
-    root = _real_root()
-    if root is None:
-        pytest.skip("IMDB data not found (RNNDROP_DATA or ../shared/data)")
+def test_quick_on_real_imdb(tmp_path, quick_args, real_data):
+    root = real_data("imdb/aclImdb_v1.tar.gz", "imdb/aclImdb")
     out = tmp_path / "out"
     assert study.run(quick_args(study, root, out, "--encoders", "lstm")) == 0
     doc = json.loads((out / "results.json").read_text())

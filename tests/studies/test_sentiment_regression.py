@@ -3,7 +3,6 @@ smoke run on the real data (``realdata``)."""
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -70,17 +69,9 @@ def test_cli_wiring_and_subsets(tmp_path, quick_args):
         study.run(quick_args(study, root, tmp_path / "x", "--schemes", "zoneout"))
 
 
-def _real_root():
-    env = os.environ.get("RNNDROP_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
-    return root if (root / "scaledata").is_dir() else None
-
-
 @pytest.mark.realdata
-def test_quick_on_real_scaledata(tmp_path, quick_args):
-    root = _real_root()
-    if root is None:
-        pytest.skip("scale data not found (RNNDROP_DATA or ../shared/data)")
+def test_quick_on_real_scaledata(tmp_path, quick_args, real_data):
+    root = real_data("scaledata")
     out = tmp_path / "out"
     args = quick_args(study, root, out, "--models", "lstm", "--schemes", "none,variational")
     assert study.run(args) == 0
