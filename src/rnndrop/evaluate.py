@@ -69,7 +69,7 @@ def _token_logp(model, source: Tensor, bptt: int, samples: int, progress: bool) 
     # Written in place rather than collected in a list and concatenated: small tensors kept
     # alive between each window's large (T, S*B, V) temporaries fragment the CPU heap, and the
     # process then grew by ~3 GB over a PTB validation pass instead of reusing that memory.
-    out = torch.empty(samples, source.shape[0] - 1, B)
+    out = torch.empty(samples, source.shape[0] - 1, B, dtype=torch.float32)
     windows = _windows(source, bptt)
     if progress:
         windows = tqdm(windows, total=math.ceil((source.shape[0] - 1) / bptt), desc="eval",
@@ -83,5 +83,5 @@ def _token_logp(model, source: Tensor, bptt: int, samples: int, progress: bool) 
         n = tok.shape[0]
         out[:, i:i + n] = tok.view(n, samples, B).transpose(0, 1)
         i += n
-        del lp, hidden
+        del lp, hidden      # free the (T, S*B, V) block before the next window allocates
     return out

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from . import _cext
 from ._gemm import Linear, use_packed
-from ._lstm import _check, _ptr_steps, _rec_product, _same_kind, _weight_grad
+from ._lstm import (_c_first_input, _c_mask, _check, _ptr_steps, _rec_product, _same_kind,
+                    _weight_grad)
 
 
 def _forward_loop(xp, h0, w, b, m, packed):
@@ -108,16 +109,11 @@ def _forward_loop_c(lib, xp, h0, w, b, m, packed):
     T, B, G = xp.shape
     H = G // 3
     n = B * H
-    mode = 0 if m is None else (1 if m.dim() == 2 else 2)
+    mode, m = _c_mask(m)
     S = xp.new_empty(T, B, 4 * H)
     out = xp.new_empty(T, B, H)
     h0 = h0.contiguous()
-    if mode:
-        m = m.contiguous()
-        hm = h0 * m if mode == 1 else h0.unsqueeze(0) * m
-        buf = torch.empty_like(hm)
-    else:
-        hm, buf = h0, None
+    hm, buf = _c_first_input(h0, m, mode)
     if mode == 2:
         wb = w.view(3, H, H).transpose(1, 2)
     else:
@@ -147,9 +143,7 @@ def _forward_loop_c(lib, xp, h0, w, b, m, packed):
 def _backward_loop_c(lib, dout, dhT, h0, w, m, S, out, packed, need_h0, need_w):
     T, B, G4 = S.shape
     H = G4 // 4
-    mode = 0 if m is None else (1 if m.dim() == 2 else 2)
-    if mode:
-        m = m.contiguous()
+    mode, m = _c_mask(m)
     dout = dout.contiguous()
     dxp = S.new_empty(T, B, 3 * H)
     dhh = S.new_empty(T, B, 3 * H)

@@ -124,22 +124,34 @@ def _ptr_steps(x: Tensor):
     return x.data_ptr(), x[0].numel() * x.element_size() if x.shape[0] else 0
 
 
+def _c_mask(m: Optional[Tensor]):
+    """``(mode, m)`` for the C kernels: mode 0 no mask, 1 tied ``(B, H)``, 2 untied
+    ``(G, B, H)``; the mask made contiguous."""
+    if m is None:
+        return 0, None
+    return (1 if m.dim() == 2 else 2), m.contiguous()
+
+
+def _c_first_input(h0: Tensor, m: Optional[Tensor], mode: int):
+    """The first step's product input ``h0 ∘ m`` (``h0`` itself without a mask) and the buffer
+    into which each C forward step writes the next ``h ∘ m`` (None without a mask)."""
+    if not mode:
+        return h0, None
+    hm = h0 * m if mode == 1 else h0.unsqueeze(0) * m
+    return hm, torch.empty_like(hm)
+
+
 def _forward_loop_c(lib, xp, h0, c0, w, m, packed):
     """``_forward_loop`` with the gate math of each step in one fused C call (``_cext``)."""
     T, B, G = xp.shape
     H = G // 4
     n = B * H
-    mode = 0 if m is None else (1 if m.dim() == 2 else 2)
+    mode, m = _c_mask(m)
     A = xp.new_empty(T, B, G)
     C = xp.new_empty(T, B, H)
     out = xp.new_empty(T, B, H)
     h0, c0 = h0.contiguous(), c0.contiguous()
-    if mode:
-        m = m.contiguous()
-        hm = h0 * m if mode == 1 else h0.unsqueeze(0) * m
-        buf = torch.empty_like(hm)
-    else:
-        hm, buf = h0, None
+    hm, buf = _c_first_input(h0, m, mode)
     if mode == 2:
         wb = w.view(4, H, H).transpose(1, 2)
     else:
@@ -181,9 +193,7 @@ def _rec_product(w: Tensor, m: Optional[Tensor], B: int, gates: int, packed: boo
 def _backward_loop_c(lib, dout, dhT, dcT, h0, c0, w, m, A, C, out, packed, need_h0, need_w):
     T, B, G = A.shape
     H = G // 4
-    mode = 0 if m is None else (1 if m.dim() == 2 else 2)
-    if mode:
-        m = m.contiguous()
+    mode, m = _c_mask(m)
     dout = dout.contiguous()
     dpre = A.new_empty(T, B, G)
     dc = dcT.contiguous().clone()
