@@ -90,6 +90,24 @@ def test_tiny_model_overfits_tiny_corpus(tmp_path):
     assert res["test_ppl"] < 1.5   # a deterministic cycle: almost certain after training
 
 
+QUIET = dict(progress=False, log=lambda *a: None)
+
+
+def _stopped_then_resumed(corpus, run_dir: Path, over: dict, steps: int) -> LMTrainer:
+    """A run stopped after ``steps`` steps, then resumed to the end in a fresh trainer."""
+    part = LMTrainer(tiny_cfg(**over, **{"train.max_steps": steps}), corpus, run_dir, **QUIET)
+    part.train()
+    resumed = LMTrainer(tiny_cfg(**over), corpus, run_dir, **QUIET)
+    resumed.resume(run_dir / "last.pt")
+    resumed.train()
+    return resumed
+
+
+def _assert_same_weights(a: LMTrainer, b: LMTrainer) -> None:
+    for (n, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), n
+
+
 @pytest.mark.parametrize("scheme", ["variational", "zaremba"])
 def test_resume_continues_the_same_trajectory(corpus, tmp_path, scheme):
     over = {"model.scheme": scheme, "train.epochs": 2, "train.variable_bptt": "true"}
@@ -99,54 +117,39 @@ def test_resume_continues_the_same_trajectory(corpus, tmp_path, scheme):
                      "model.tied_masks": "false", "train.weight_decay": 1e-4})
     else:
         over["model.dropout"] = 0.3
-    quiet = dict(progress=False, log=lambda *a: None)
-    full = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "full", **quiet)
+    full = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "full", **QUIET)
     full.train()
     # Interrupted after 7 steps (mid-epoch 1), then resumed in a fresh trainer.
-    part = LMTrainer(tiny_cfg(**over, **{"train.max_steps": 7}), corpus, tmp_path / "part", **quiet)
-    part.train()
-    resumed = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "part", **quiet)
-    resumed.resume(tmp_path / "part" / "last.pt")
-    resumed.train()
-    for (n, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.equal(a, b), n
+    resumed = _stopped_then_resumed(corpus, tmp_path / "part", over, 7)
+    _assert_same_weights(full, resumed)
     assert full.state.history[-1]["valid_ppl"] == resumed.state.history[-1]["valid_ppl"]
 
 
 def test_warmup_ramps_lr_linearly_and_resumes_mid_warmup(corpus, tmp_path):
     over = {"train.epochs": 1, "train.lr": 0.8, "train.warmup_steps": 4}
-    quiet = dict(progress=False, log=lambda *a: None)
-    tr = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "a", **quiet)
+    tr = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "a", **QUIET)
     seen = []
     step = tr.opt.step
     tr.opt.step = lambda *a, **k: seen.append(tr.opt.param_groups[0]["lr"]) or step(*a, **k)
     tr.train()
     assert seen[:6] == pytest.approx([0.2, 0.4, 0.6, 0.8, 0.8, 0.8])
     # stopped inside the warm-up and resumed: the same weights as the uninterrupted run
-    part = LMTrainer(tiny_cfg(**over, **{"train.max_steps": 2}), corpus, tmp_path / "b", **quiet)
-    part.train()
-    resumed = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "b", **quiet)
-    resumed.resume(tmp_path / "b" / "last.pt")
-    resumed.train()
-    for (n, a), (_, b) in zip(tr.model.state_dict().items(), resumed.model.state_dict().items()):
-        assert torch.equal(a, b), n
+    _assert_same_weights(tr, _stopped_then_resumed(corpus, tmp_path / "b", over, 2))
     with pytest.raises(ValueError, match="warmup_steps"):
-        LMTrainer(tiny_cfg(**{"train.warmup_steps": -1}), corpus, tmp_path / "c", **quiet)
+        LMTrainer(tiny_cfg(**{"train.warmup_steps": -1}), corpus, tmp_path / "c", **QUIET)
 
 
 def test_seeded_runs_are_bitwise_repeatable(corpus, tmp_path):
     over = {"model.scheme": "variational", "model.dropout_hidden": 0.3, "train.epochs": 1}
-    quiet = dict(progress=False, log=lambda *a: None)
-    a = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "a", **quiet)
+    a = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "a", **QUIET)
     a.train()
-    b = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "b", **quiet)
+    b = LMTrainer(tiny_cfg(**over), corpus, tmp_path / "b", **QUIET)
     b.train()
     assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters()))
 
 
 def test_non_finite_loss_restores_last_good_checkpoint(corpus, tmp_path):
-    quiet = dict(progress=False, log=lambda *a: None)
-    tr = LMTrainer(tiny_cfg(**{"train.epochs": 2}), corpus, tmp_path / "run", **quiet)
+    tr = LMTrainer(tiny_cfg(**{"train.epochs": 2}), corpus, tmp_path / "run", **QUIET)
     tr.cfg.train.epochs = 1
     tr.train()                                  # one good epoch, checkpoint written
     good = {k: v.clone() for k, v in tr.model.state_dict().items()}
