@@ -184,8 +184,11 @@ class Evil:
 
 def test_checkpoint_refuses_pickled_code(tmp_path):
     torch.save({"format": ckpt.FORMAT, "payload": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(ckpt.CheckpointError):
-        ckpt.load(tmp_path / "evil.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint\n")
+    for name in ("evil.pt", "text.pt"):
+        with pytest.raises(ckpt.CheckpointError) as err:
+            ckpt.load(tmp_path / name)
+        assert "weights_only" not in str(err.value)     # never advise loading unsafely
 
 
 def test_config_errors_name_the_key(tmp_path):

@@ -44,6 +44,10 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, wrong file, disallowed pickle content, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights only load failed" in first.lower():
+            # torch's message goes on to suggest weights_only=False, which would run whatever
+            # code the file holds: never pass that advice on.
+            first = "not a torch checkpoint, or it holds objects other than tensors and plain data"
         raise CheckpointError(f"checkpoint {path} is corrupted or not an rnndrop checkpoint "
                               f"({first[:200]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
