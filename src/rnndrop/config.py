@@ -1,12 +1,14 @@
 """Run configuration for language-model recipes: dataclasses, read from TOML, overridable.
 
 A recipe (``configs/*.toml``) has three tables, ``[data]``, ``[model]`` and ``[train]``, whose
-keys are the fields below. ``--set model.hidden_size=200`` overrides one value; unknown keys and
-values of the wrong type are errors that name the key.
+keys are the fields below. ``--set model.hidden_size=200`` overrides one value. Unknown keys,
+values of the wrong type and values out of range are errors that name the key, raised while the
+config is read (``RunConfig.validate``), before any data is loaded or any model is built.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,11 @@ class TrainConfig:
     checkpoint_every: int = 500         # steps between mid-epoch checkpoints (0: epoch ends only)
     mc_samples: int = 0                 # MC-dropout samples for the final test evaluation
     max_steps: int = 0                  # stop after this many steps in total (0: no limit)
+    # A training loss per token above this counts as diverged, like NaN: the step is not applied
+    # and the last good checkpoint is restored (0: 10 * ln(vocabulary size), ~92 nats on PTB;
+    # a uniform guess is ln V, the large recipe's worst early step ~26).
+    divergence_loss: float = 0.0
+    log_every: int = 0                  # without a progress bar: a log line every N steps (0: every minute)
 
 
 @dataclass
@@ -82,8 +89,20 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def validate(self, source: str = "config") -> "RunConfig":
+        """Check every value's range and choices; raise ``ValueError`` naming the key."""
+        errors: list[str] = []
+        _check_data(self.data, errors)
+        _check_model(self.model, errors)
+        _check_train(self.train, errors)
+        if errors:
+            raise ValueError(f"{source}: {errors[0]}" + (f" (and {len(errors) - 1} more: "
+                             + "; ".join(errors[1:]) + ")" if len(errors) > 1 else ""))
+        return self
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any], source: str = "config",
+                  validate: bool = True) -> "RunConfig":
         cfg = cls()
         for section, values in d.items():
             if section not in ("data", "model", "train"):
@@ -92,7 +111,7 @@ class RunConfig:
                 raise ValueError(f"{source}: [{section}] must be a table")
             for key, value in values.items():
                 _set(cfg, f"{section}.{key}", value, source)
-        return cfg
+        return cfg.validate(source) if validate else cfg
 
 
 def _coerce(value: Any, current: Any, key: str, source: str, ftype: str):
@@ -143,15 +162,140 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: invalid TOML: {e}") from None
-    cfg = RunConfig.from_dict(raw, str(path))
-    apply_overrides(cfg, overrides)
+    cfg = RunConfig.from_dict(raw, str(path), validate=False)
+    apply_overrides(cfg, overrides, source=str(path))
     return cfg
 
 
-def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+def apply_overrides(cfg: RunConfig, overrides: list[str], source: str = "config") -> RunConfig:
+    """Apply ``key=value`` overrides (``--set``), then validate the whole config."""
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         _set(cfg, key.strip(), value.strip(), "--set")
-    return cfg
+    return cfg.validate(f"{source} with --set" if overrides else source)
+
+
+# Model fields that change the shape of a parameter: the ones a "does not fit" error names.
+SHAPE_KEYS = ("hidden_size", "emb_size", "num_layers", "output", "cutoffs", "tie_weights")
+
+
+def model_differences(saved: dict, cfg: RunConfig) -> str:
+    """The shape-changing ``model.*`` values in which a checkpoint's config (``saved``, a dict)
+    and ``cfg`` differ, as one phrase ("" when none)."""
+    theirs = saved.get("model", {}) if isinstance(saved, dict) else {}
+    diffs = [f"model.{k} is {theirs[k]!r} in the checkpoint and {getattr(cfg.model, k)!r} here"
+             for k in SHAPE_KEYS if k in theirs and theirs[k] != getattr(cfg.model, k)]
+    return "; ".join(diffs)
+
+
+# ------------------------------------------------------------------------------ value checks
+LAYOUTS = ("ptb", "wikitext", "chars", "imdb-lm")
+UNK_POLICIES = ("error", "add", "map")
+SCHEMES = ("none", "zaremba", "variational")
+OUTPUTS = ("full", "sampled", "adaptive")
+SAMPLERS = ("log_uniform", "unigram", "uniform")
+OPTIMIZERS = ("sgd", "adam")
+LOSS_REDUCTIONS = ("sum_over_time", "mean")
+_MODEL_DROPOUTS = ("dropout", "dropout_embedding", "dropout_input", "dropout_hidden",
+                   "dropout_output")
+
+
+def _choice(errors, key, value, choices):
+    if value not in choices:
+        errors.append(f"{key} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _int(errors, key, value, lo: int, optional: bool = False):
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        what = "a positive integer" if lo == 1 else f"an integer >= {lo}"
+        errors.append(f"{key} must be {what}, got {value!r}")
+
+
+def _real(errors, key, value, lo: float, hi: float = math.inf, lo_open: bool = False,
+          hi_open: bool = False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        if math.isinf(hi):
+            rng = f"{'>' if lo_open else '>='} {lo:g}"
+        else:
+            rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        errors.append(f"{key} must be a finite number {rng}, got {value!r}")
+
+
+def _check_data(d: DataConfig, errors: list) -> None:
+    _choice(errors, "data.layout", d.layout, LAYOUTS)
+    _choice(errors, "data.unk", d.unk, UNK_POLICIES)
+    _int(errors, "data.max_vocab", d.max_vocab, 2, optional=True)
+    _int(errors, "data.min_count", d.min_count, 1)
+
+
+def _check_model(m: ModelConfig, errors: list) -> None:
+    _int(errors, "model.hidden_size", m.hidden_size, 1)
+    _int(errors, "model.emb_size", m.emb_size, 1, optional=True)
+    _int(errors, "model.num_layers", m.num_layers, 1)
+    _choice(errors, "model.scheme", m.scheme, SCHEMES)
+    for name in _MODEL_DROPOUTS:
+        _real(errors, f"model.{name}", getattr(m, name), 0.0, 1.0, hi_open=True)
+    _real(errors, "model.init_range", m.init_range, 0.0, lo_open=True)
+    _choice(errors, "model.output", m.output, OUTPUTS)
+    _int(errors, "model.num_sampled", m.num_sampled, 1)
+    _choice(errors, "model.sampler", m.sampler, SAMPLERS)
+    _real(errors, "model.alpha", m.alpha, 0.0)
+    if not (isinstance(m.cutoffs, list) and all(isinstance(c, int) and not isinstance(c, bool)
+                                                and c > 0 for c in m.cutoffs)
+            and m.cutoffs == sorted(set(m.cutoffs))):
+        errors.append(f"model.cutoffs must be increasing positive integers, got {m.cutoffs!r}")
+    if m.tie_weights and m.emb_size not in (None, m.hidden_size):
+        errors.append(f"model.tie_weights needs model.emb_size == model.hidden_size "
+                      f"({m.emb_size} != {m.hidden_size})")
+    if m.tie_weights and m.output == "adaptive":
+        errors.append("model.tie_weights does not work with model.output='adaptive' (no single "
+                      "output matrix to share)")
+    # Which dropout keys each scheme reads; a value set for another scheme would be ignored.
+    used = {"none": (), "zaremba": ("dropout",),
+            "variational": ("dropout_embedding", "dropout_input", "dropout_hidden",
+                            "dropout_output")}.get(m.scheme)
+    if used is not None:
+        stray = [f"model.{n}={getattr(m, n)}" for n in _MODEL_DROPOUTS
+                 if n not in used and isinstance(getattr(m, n), (int, float)) and getattr(m, n)]
+        if stray:
+            takes = ", ".join(f"model.{n}" for n in used) or "no dropout"
+            errors.append(f"model.scheme={m.scheme!r} takes {takes}, but {', '.join(stray)} is set")
+
+
+def _check_train(t: TrainConfig, errors: list) -> None:
+    _int(errors, "train.seed", t.seed, 0)
+    _int(errors, "train.epochs", t.epochs, 1)
+    _int(errors, "train.batch_size", t.batch_size, 1)
+    _int(errors, "train.eval_batch_size", t.eval_batch_size, 1)
+    _int(errors, "train.bptt", t.bptt, 1)
+    _choice(errors, "train.optimizer", t.optimizer, OPTIMIZERS)
+    _real(errors, "train.lr", t.lr, 0.0, lo_open=True)
+    _real(errors, "train.lr_decay", t.lr_decay, 0.0, lo_open=True)
+    _int(errors, "train.decay_after", t.decay_after, 0)
+    _real(errors, "train.clip", t.clip, 0.0)
+    _int(errors, "train.warmup_steps", t.warmup_steps, 0)
+    _choice(errors, "train.loss_reduction", t.loss_reduction, LOSS_REDUCTIONS)
+    _real(errors, "train.weight_decay", t.weight_decay, 0.0, 1.0, hi_open=True)
+    if not isinstance(t.device, str) or not _valid_device(t.device):
+        errors.append(f"train.device must be 'cpu', 'cuda' or 'cuda:N', got {t.device!r}")
+    _int(errors, "train.threads", t.threads, 0)
+    _int(errors, "train.checkpoint_every", t.checkpoint_every, 0)
+    _int(errors, "train.mc_samples", t.mc_samples, 0)
+    _int(errors, "train.max_steps", t.max_steps, 0)
+    _real(errors, "train.divergence_loss", t.divergence_loss, 0.0)
+    _int(errors, "train.log_every", t.log_every, 0)
+
+
+def _valid_device(name: str) -> bool:
+    import torch
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        return False
+    return True
