@@ -199,3 +199,16 @@ def test_three_value_dropout(p):
     var = (1 - p) * 5 * gamma ** 2 / 8 - 1
     assert abs(y.mean().item() - 1) < Z * math.sqrt(var / n)
     assert abs((y == 0).float().mean().item() - p) < Z * math.sqrt(p * (1 - p) / n)
+
+
+def test_package_attribute_dropout_is_the_module():
+    """``rnndrop.dropout`` is the module (as ``torch.nn.functional`` beside ``torch.nn``): its
+    function ``dropout`` and the functional namespace both work."""
+    import rnndrop
+    import rnndrop.functional as RF
+    assert rnndrop.dropout.__name__ == "rnndrop.dropout"
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\]"):
+        rnndrop.dropout.dropout(torch.ones(3), 1.5)
+    assert RF.dropout is rnndrop.dropout.dropout
+    assert torch.equal(RF.locked_dropout(torch.ones(2, 3, 4), 0.5, training=False),
+                       torch.ones(2, 3, 4))

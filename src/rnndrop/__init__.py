@@ -1,7 +1,14 @@
-"""rnndrop: dropout done right for recurrent networks."""
+"""rnndrop: dropout done right for recurrent networks.
+
+Modules at the top (``rnndrop.LSTM``, ``rnndrop.LockedDropout``, ...), their functional forms in
+:mod:`rnndrop.functional`; ``rnndrop.dropout`` is the module that defines the dropout family.
+"""
+from . import dropout, functional
 from .dropout import (Dropout, EmbeddingDropout, GaussianDropout, LockedDropout,
-                      ThreeValueDropout, WeightDrop, dropout, embedding_dropout,
-                      gaussian_dropout, locked_dropout, three_value_dropout, weight_dropout)
+                      ThreeValueDropout, WeightDrop)
 from .rnn import GRU, LSTM, RNN
 
 __version__ = "0.1.0"
+
+__all__ = ["Dropout", "EmbeddingDropout", "GaussianDropout", "LockedDropout",
+           "ThreeValueDropout", "WeightDrop", "RNN", "LSTM", "GRU", "dropout", "functional"]
