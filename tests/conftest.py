@@ -39,3 +39,11 @@ def real_data():
                         f"../shared/data beside the repo)")
         return root
     return find
+
+
+@pytest.fixture
+def lm_corpus(tmp_path):
+    """A tiny PTB-layout corpus (``lmrun.write_lm_corpus``), loaded."""
+    from lmrun import write_lm_corpus
+    from rnndrop.data.text import load_corpus
+    return load_corpus(write_lm_corpus(tmp_path / "data"), layout="ptb")

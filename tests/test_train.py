@@ -162,48 +162,6 @@ def test_non_finite_loss_restores_last_good_checkpoint(corpus, tmp_path):
         assert torch.equal(v, good[k]), k
 
 
-def test_checkpoint_atomic_and_corruption_is_clear(tmp_path):
-    p = ckpt.save({"x": torch.ones(3)}, tmp_path / "c.pt")
-    assert [f.name for f in tmp_path.iterdir()] == ["c.pt"]       # no temp file left
-    assert torch.equal(ckpt.load(p)["x"], torch.ones(3))
-    data = p.read_bytes()
-    (tmp_path / "bad.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ckpt.CheckpointError, match="corrupted"):
-        ckpt.load(tmp_path / "bad.pt")
-    torch.save({"y": 1}, tmp_path / "other.pt")
-    with pytest.raises(ckpt.CheckpointError, match="not an rnndrop checkpoint"):
-        ckpt.load(tmp_path / "other.pt")
-    with pytest.raises(ckpt.CheckpointError, match="not found"):
-        ckpt.load(tmp_path / "missing.pt")
-
-
-class Evil:
-    def __reduce__(self):
-        return (os.system, ("echo pwned",))
-
-
-def test_checkpoint_refuses_pickled_code(tmp_path):
-    torch.save({"format": ckpt.FORMAT, "payload": Evil()}, tmp_path / "evil.pt")
-    (tmp_path / "text.pt").write_text("not a checkpoint\n")
-    for name in ("evil.pt", "text.pt"):
-        with pytest.raises(ckpt.CheckpointError) as err:
-            ckpt.load(tmp_path / name)
-        assert "weights_only" not in str(err.value)     # never advise loading unsafely
-
-
-def test_config_errors_name_the_key(tmp_path):
-    with pytest.raises(ValueError, match="unknown key 'model.hiden_size'"):
-        apply_overrides(RunConfig(), ["model.hiden_size=3"])
-    with pytest.raises(ValueError, match="train.epochs expects int"):
-        apply_overrides(RunConfig(), ["train.epochs=many"])
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[model]\nhidden_size = 'big'\n")
-    with pytest.raises(ValueError, match="model.hidden_size expects int"):
-        load_config(bad)
-    for f in sorted(Path(__file__).parents[1].glob("configs/*.toml")):
-        load_config(f)   # every shipped recipe parses
-
-
 def test_cli_train_eval_and_bad_checkpoint(tmp_path, capsys):
     data = write_corpus(tmp_path / "data")
     cfg = tmp_path / "tiny.toml"
@@ -264,3 +222,152 @@ def test_sigterm_mid_run_saves_a_resumable_checkpoint(tmp_path):
     assert "interrupted: checkpoint saved" in output
     st = ckpt.load(out / "last.pt")
     assert st["train_state"]["step"] > 0
+
+
+# ------------------------------------------------------------------------------ divergence
+def _good_then(corpus, tmp_path, steps=10):
+    """A run with a good checkpoint at ``steps``; returns (trainer, its state dict copy)."""
+    out = tmp_path / "run"
+    tr = LMTrainer(tiny_cfg(**{"train.max_steps": steps, "train.checkpoint_every": 1}), corpus,
+                   out, **QUIET)
+    tr.train()
+    return tr, {k: v.clone() for k, v in ckpt.load(out / "last.pt")["model"].items()}
+
+
+@pytest.mark.parametrize("lr", [1e8, 1e38, float("nan")])
+def test_diverged_weights_are_never_checkpointed(corpus, tmp_path, lr):
+    """A huge or NaN learning rate (set behind the config's back: the config refuses NaN)
+    must not overwrite the last good checkpoint, and the restore must give the good one."""
+    tr, good = _good_then(corpus, tmp_path)
+    tr.cfg.train.max_steps = 0
+    tr.cfg.train.lr = lr
+    with pytest.raises(TrainingDiverged, match="restored from .*last.pt \\(step 10\\)"):
+        tr.train()
+    st = ckpt.load(tmp_path / "run" / "last.pt")
+    assert st["train_state"]["step"] == 10
+    for k, v in st["model"].items():
+        assert torch.equal(v, good[k]), k
+    for k, v in tr.model.state_dict().items():      # the trainer holds the good weights again
+        assert torch.equal(v, good[k]), k
+    # and the run goes on from there with a sane learning rate
+    tr.cfg.train.lr, tr.cfg.train.max_steps = 1.0, 14
+    tr.train()
+    assert tr.state.step == 14
+
+
+def test_a_huge_finite_loss_counts_as_divergence(corpus, tmp_path):
+    tr, _ = _good_then(corpus, tmp_path)
+    tr.cfg.train.max_steps = 0
+    tr.max_loss = 0.5          # any real loss of this model is above it
+    with pytest.raises(TrainingDiverged, match=r"loss \S+ at epoch 1, step 11 is above the limit 0.5"):
+        tr.train()
+    assert tr.state.step == 10
+
+
+def test_cli_diverging_run_stops_with_one_line(tmp_path, capsys):
+    """The issue's command on a tiny corpus: lr 1e8, a checkpoint every 10 steps."""
+    data = write_corpus(tmp_path / "data")
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("[model]\nhidden_size = 8\nnum_layers = 1\n[train]\nbatch_size = 4\n"
+                   "eval_batch_size = 2\nbptt = 5\n")
+    rc = main(["train", str(cfg), "--data", str(data), "--out", str(tmp_path / "run"),
+               "--no-progress", "--set", "train.max_steps=100", "--set",
+               "train.checkpoint_every=10", "--set", "train.lr=1e8"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("rnndrop train: error: training diverged") and "Traceback" not in err
+
+
+def test_running_perplexity_of_a_huge_loss_is_inf_not_a_crash(corpus, tmp_path):
+    lines = []
+    tr = LMTrainer(tiny_cfg(**{"train.max_steps": 6, "train.log_every": 1,
+                               "train.divergence_loss": 1e30}), corpus, tmp_path / "r",
+                   progress=False, log=lines.append)
+    with torch.no_grad():
+        tr.model.decoder.bias.fill_(-2000.0)
+        tr.model.decoder.bias[0] = 2000.0            # every other word at ~e^-4000
+    tr.train()
+    assert any("ppl inf" in l for l in lines)
+
+
+def test_perplexity_past_exp_range_is_inf(corpus):
+    model = RNNLanguageModel(len(corpus.vocab), hidden_size=8, num_layers=1)
+    with torch.no_grad():
+        model.decoder.weight.zero_()
+        model.decoder.bias.fill_(-2000.0)
+        model.decoder.bias[0] = 2000.0
+    assert perplexity(model, batchify(corpus.test, 2), bptt=5) == math.inf
+
+
+# ----------------------------------------------------------------------------------- logging
+def test_without_a_progress_bar_a_line_every_n_steps(corpus, tmp_path):
+    lines = []
+    tr = LMTrainer(tiny_cfg(**{"train.max_steps": 9, "train.log_every": 3}), corpus,
+                   tmp_path / "r", progress=False, log=lines.append)
+    tr.train()
+    steps = [l for l in lines if l.startswith("epoch 1 | step")]
+    assert [l.split("|")[1].strip() for l in steps] == ["step 3", "step 6", "step 9"]
+    assert all("tokens/s" in l and "ppl" in l and "lr" in l for l in steps)
+
+
+def test_without_a_progress_bar_a_line_every_minute_by_default(corpus, tmp_path, monkeypatch):
+    import rnndrop.train as train_mod
+    clock = [0.0]
+    monkeypatch.setattr(train_mod.time, "monotonic", lambda: clock[0])
+    lines = []
+    tr = LMTrainer(tiny_cfg(**{"train.max_steps": 12}), corpus, tmp_path / "r",
+                   progress=False, log=lines.append)
+    tr.hook = lambda p: p == "commit" and clock.__setitem__(0, clock[0] + 25.0)  # 25 s a step
+    tr.train()
+    steps = [l.split("|")[1].strip() for l in lines if l.startswith("epoch 1 | step")]
+    assert steps == ["step 3", "step 6", "step 9", "step 12"]   # >= 60 s apart
+
+
+# ----------------------------------------------------------------- CLI errors, one line each
+def _tiny_recipe(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text("[model]\nhidden_size = 8\nnum_layers = 1\n[train]\nbatch_size = 4\n"
+                   "eval_batch_size = 2\nbptt = 5\ncheckpoint_every = 3\nepochs = 1\n")
+    return cfg
+
+
+def test_cli_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys,
+                                                                        monkeypatch):
+    import errno
+    data, cfg, out = write_corpus(tmp_path / "data"), _tiny_recipe(tmp_path), tmp_path / "run"
+    real, calls = torch.save, [0]
+
+    def save(obj, f, *a, **k):
+        calls[0] += 1
+        if calls[0] == 3:            # the third checkpoint finds the disk full
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        return real(obj, f, *a, **k)
+    monkeypatch.setattr(ckpt.torch, "save", save)
+    rc = main(["train", str(cfg), "--data", str(data), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no space left on device" in err and str(out) in err
+    assert len(err.strip().splitlines()) == 2 and "Traceback" not in err   # + the debug hint
+    assert ckpt.load(out / "last.pt")["train_state"]["step"] == 6
+    assert not list(out.glob("*.tmp"))
+    monkeypatch.setattr(ckpt.torch, "save", real)
+    assert main(["train", str(cfg), "--data", str(data), "--out", str(out), "--no-progress",
+                 "--resume"]) == 0
+
+
+def test_cli_checkpoint_without_its_keys_is_one_line(tmp_path, capsys):
+    ckpt.save({"model": {}}, tmp_path / "partial.pt")
+    assert main(["eval", str(tmp_path / "partial.pt")]) == 2
+    assert main(["train", "--resume", str(tmp_path / "partial.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("without 'config'") == 2 and "KeyError" not in err
+
+
+def test_cli_bad_set_fails_before_the_data_is_read(tmp_path, capsys):
+    cfg = _tiny_recipe(tmp_path)
+    for bad in ("train.bptt=0", "model.hidden_size=0", "train.lr=nan", "train.lr_decay=0"):
+        # no --data and no $RNNDROP_DATA: reading the corpus would fail with another message
+        assert main(["train", str(cfg), "--set", bad, "--out", str(tmp_path / "r")]) == 2
+        assert bad.split("=")[0] in capsys.readouterr().err

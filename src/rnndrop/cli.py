@@ -31,7 +31,9 @@ def _train(args) -> int:
     if args.config:
         cfg = load_config(args.config, args.set or [])
     elif resume is not None:
-        cfg = apply_overrides(RunConfig.from_dict(ckpt.load(resume)["config"], str(resume)), args.set or [])
+        saved = ckpt.require(ckpt.load(resume), ("config",), resume)["config"]
+        cfg = apply_overrides(RunConfig.from_dict(saved, str(resume), validate=False),
+                              args.set or [], source=str(resume))
     else:
         raise SystemExit("rnndrop train: give a config file (configs/*.toml) or --resume CHECKPOINT")
     if args.device:
@@ -40,12 +42,6 @@ def _train(args) -> int:
                                           Path("runs") / Path(args.config).stem)
     corpus = load_corpus_for(cfg, args.data)
     trainer = LMTrainer(cfg, corpus, out, progress=not args.no_progress)
-    # A polite kill (SIGTERM, e.g. from a job scheduler) saves a checkpoint like Ctrl-C does.
-    import signal
-
-    def _term(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, _term)
     if resume is not None:
         trainer.resume(resume)
     print(f"run directory: {out}")
@@ -62,13 +58,14 @@ def _eval(args) -> int:
     from .evaluate import perplexity
     from .models.lm import RNNLanguageModel
     from .train import default_mc_batch, load_corpus_for
-    st = ckpt.load(args.checkpoint, map_location=args.device or "cpu")
+    st = ckpt.require(ckpt.load(args.checkpoint, map_location=args.device or "cpu"),
+                      ("config", "vocab", "model"), args.checkpoint)
     cfg = RunConfig.from_dict(st["config"], str(args.checkpoint))
     corpus = load_corpus_for(cfg, args.data)
     check_vocab(st["vocab"], corpus, source=str(args.checkpoint))
     model = RNNLanguageModel.from_config(len(corpus.vocab), cfg.model,
                                          counts=getattr(corpus.vocab, "counts", None))
-    model.load_state_dict(st["model"])
+    ckpt.load_weights(model, st["model"], args.checkpoint)
     model.to(args.device or "cpu")
     data = batchify(getattr(corpus, args.split), cfg.train.eval_batch_size)
     ppl = perplexity(model, data, cfg.train.bptt, progress=not args.no_progress)

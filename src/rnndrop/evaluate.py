@@ -17,6 +17,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 
+def exp_or_inf(x: float) -> float:
+    """``exp(x)`` for a perplexity, ``inf`` where it overflows (a diverged loss past ~709 nats
+    must be reported, not crash the report)."""
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
 def _windows(source: Tensor, bptt: int):
     for i in range(0, source.shape[0] - 1, bptt):
         n = min(bptt, source.shape[0] - 1 - i)
@@ -37,7 +46,7 @@ def perplexity(model, source: Tensor, bptt: int = 35, mc_samples: int = 0,
     try:
         if mc_samples == 0:
             model.eval()
-            return math.exp(_nll_sum(model, source, bptt, 1, progress) / _count(source))
+            return exp_or_inf(_nll_sum(model, source, bptt, 1, progress) / _count(source))
         model.train()
         chunk = mc_batch or mc_samples
         # log p̄ = logsumexp_s log p_s - log S, accumulated chunk by chunk of samples.
@@ -47,7 +56,7 @@ def perplexity(model, source: Tensor, bptt: int = 35, mc_samples: int = 0,
             parts.append(_token_logp(model, source, bptt, s, progress))   # (s, N-1, B)
         logp = torch.cat(parts, 0)
         lp_bar = torch.logsumexp(logp, 0) - math.log(mc_samples)
-        return math.exp(-lp_bar.sum().item() / _count(source))
+        return exp_or_inf(-lp_bar.sum().item() / _count(source))
     finally:
         model.train(was_training)
 

@@ -5,18 +5,32 @@ hidden state is carried from window to window and detached. SGD with global-norm
 per-epoch learning-rate decay after epoch ``decay_after``; optional Gal-style weight decay
 (``w -= lr·grad``, then ``w -= wd·w``); Adam as an option.
 
-Nothing is lost on a crash: checkpoints (model, optimiser, RNG states, hidden state, position in
-the stream, metrics, config, vocabulary) are written atomically every ``checkpoint_every`` steps,
-at every epoch end and on Ctrl-C, and ``resume`` continues the same trajectory bit for bit on
-CPU. A non-finite loss or gradient stops the step, restores the last good checkpoint and stops
-with a message instead of corrupting the run.
+Nothing is lost on a crash, and a resumed run continues the same trajectory bit for bit on CPU:
+
+- A step is *computed* (window drawn, forward, backward, clipping: nothing of the run's state
+  changes but the RNG) and then *committed* (optimiser step, hidden state, position, statistics,
+  RNG snapshot). Ctrl-C and SIGTERM are held back during a commit and during a checkpoint
+  write; one that lands in the compute part rolls the RNG back to the last commit, so the
+  checkpoint written on the way out is that of the last completed step.
+- Checkpoints (model, optimiser, RNG states, hidden state, position, metrics, config,
+  vocabulary) are written atomically every ``checkpoint_every`` steps, at every epoch end and
+  on Ctrl-C / SIGTERM; the step log is written (fsynced) before its checkpoint, and on resume
+  ``steps.jsonl`` and ``metrics.jsonl`` are cut back to what the checkpoint holds.
+- A loss or gradient that is NaN, Inf or above ``divergence_loss`` stops the step, restores
+  the last good checkpoint and raises :class:`TrainingDiverged` (one line). No checkpoint is
+  written unless every parameter is finite and a probe window's loss is sane, so the last good
+  checkpoint is never overwritten by a diverged model.
+- One run per directory (:class:`rnndrop.rundir.RunLock`).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -25,14 +39,16 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .config import RunConfig
+from . import rundir
+from .config import RunConfig, model_differences
 from .diagnostics import clip_grad_norm
-from .evaluate import perplexity
+from .evaluate import exp_or_inf, perplexity
 from .models.lm import RNNLanguageModel
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or gradient became NaN/Inf; the last good checkpoint was restored."""
+    """The loss, a gradient or the weights diverged (NaN, Inf, or a loss above
+    ``train.divergence_loss``); the last good checkpoint was restored."""
 
 
 @dataclass
@@ -83,11 +99,18 @@ class LMTrainer:
 
     ``corpus`` has ``train``/``valid``/``test`` 1-D LongTensors and a ``vocab`` (with
     ``to_dict()`` and ``counts``). ``out`` is the run directory: ``last.pt``, ``best.pt``,
-    ``metrics.jsonl``, ``learning_curve.png``.
+    ``metrics.jsonl``, ``steps.jsonl``, ``learning_curve.png``.
+
+    ``hook``: an optional callable ``hook(point)`` called at named points of a step
+    (``"window"``, ``"forward"``, ``"backward"``, ``"clip"``, ``"commit"``) and of an epoch end
+    (``"epoch_end"``, ``"best_saved"``): the tests interrupt the run there.
     """
+
+    CHECKPOINT_KEYS = ("model", "optimizer", "rng", "hidden", "train_state", "config", "vocab")
 
     def __init__(self, cfg: RunConfig, corpus, out: str | os.PathLike, progress: bool = True,
                  log=print):
+        cfg.validate()
         self.cfg, self.corpus, self.out, self.log = cfg, corpus, Path(out), log
         self.progress = progress
         t = cfg.train
@@ -101,24 +124,24 @@ class LMTrainer:
         vocab_size = len(corpus.vocab)
         self.model = RNNLanguageModel.from_config(
             vocab_size, cfg.model, counts=getattr(corpus.vocab, "counts", None)).to(self.device)
-        if t.loss_reduction not in ("sum_over_time", "mean"):
-            raise ValueError(f"train.loss_reduction must be 'sum_over_time' or 'mean', got "
-                             f"{t.loss_reduction!r}")
-        if t.warmup_steps < 0:
-            raise ValueError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
         if t.optimizer == "sgd":
             self.opt = torch.optim.SGD(self.model.parameters(), lr=t.lr)
-        elif t.optimizer == "adam":
-            self.opt = torch.optim.Adam(self.model.parameters(), lr=t.lr)
         else:
-            raise ValueError(f"train.optimizer must be 'sgd' or 'adam', got {t.optimizer!r}")
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=t.lr)
         from .data.text import batchify
         self.train_data = batchify(corpus.train, t.batch_size)
         self.valid_data = batchify(corpus.valid, t.eval_batch_size)
         self.test_data = batchify(corpus.test, t.eval_batch_size)
+        # A loss above this (nats per token) is a divergence; ln V is a uniform guess.
+        self.max_loss = t.divergence_loss or 10.0 * math.log(max(vocab_size, 2))
         self.state = TrainState()
         self.hidden = None
+        self.hook = None
         self._step_log: list[str] = []
+        self._rng_snap = None          # RNG state after the last committed step
+        self._defer = False            # True while a commit or a checkpoint write runs
+        self._pending_signal = None
+        self._tic = None               # start of the time not yet added to epoch_stats
         self.out.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------------- checkpoints
@@ -136,77 +159,160 @@ class LMTrainer:
         }
 
     def save(self, name: str = "last.pt") -> Path:
-        path = ckpt.save(self.state_dict(), self.out / name)
-        if name == "last.pt":
-            self._flush_step_log()
-        return path
+        """Write a checkpoint of the state as it is now (a step boundary). Refuses, restoring
+        the last good one, when the model has diverged."""
+        self._check_sane()
+        with self._held_signals():
+            if name == "last.pt":
+                self._flush_step_log()      # the log first: a resume cuts it back if need be
+            return ckpt.save(self.state_dict(), self.out / name)
 
     def _flush_step_log(self) -> None:
-        """Per-step loss and pre-clip gradient norm, written only together with a checkpoint so
-        that the log and the checkpoint always agree (a resumed run appends without gaps)."""
-        if self._step_log:
-            with open(self.out / "steps.jsonl", "a") as f:
-                f.write("\n".join(self._step_log) + "\n")
-            self._step_log.clear()
+        """Per-step loss and pre-clip gradient norm, written (fsynced) just before the
+        checkpoint that covers them; a resumed run cuts the file back to its checkpoint."""
+        rundir.append_lines(self.out / "steps.jsonl", self._step_log)
+        self._step_log.clear()
 
     def load_state_dict(self, st: dict, path="checkpoint") -> None:
         from .data.text import check_vocab
+        ckpt.require(st, self.CHECKPOINT_KEYS, path)
         check_vocab(st["vocab"], self.corpus, source=str(path))
+        ckpt.load_weights(self.model, st["model"], path,
+                          hint=model_differences(st["config"], self.cfg))
         self._step_log.clear()   # steps after the checkpoint are replayed, not kept twice
-        try:
-            self.model.load_state_dict(st["model"])
-        except RuntimeError as e:
-            raise ckpt.CheckpointError(f"{path} does not fit this model: "
-                                       f"{str(e).splitlines()[0]}") from None
         self.opt.load_state_dict(st["optimizer"])
         _set_rng_state(st["rng"], self.gen)
         self.hidden = None if st["hidden"] is None else tuple(h.to(self.device) for h in st["hidden"])
         ts = st["train_state"]
         self.state = TrainState(ts["epoch"], ts["position"], ts["step"], ts["best_val"],
                                 list(ts["history"]), dict(ts["epoch_stats"]))
+        self._rng_snap = _rng_state(self.gen)
 
     def resume(self, path: str | os.PathLike) -> None:
         self.load_state_dict(ckpt.load(path, map_location=self.device), path)
         self.log(f"resumed from {path}: epoch {self.state.epoch}, position "
                  f"{self.state.position}/{self.train_data.shape[0] - 1}, step {self.state.step}")
 
-    # ---------------------------------------------------------------------------- training
-    def _restore_last_good(self, why: str):
+    # ----------------------------------------------------------------------- divergence
+    def _check_sane(self) -> None:
+        """Before any checkpoint: every parameter finite and a probe window's loss (eval mode,
+        first window of the validation stream) below ``max_loss``."""
+        for name, p in self.model.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                self._restore_last_good(f"parameter {name} is not finite after step "
+                                        f"{self.state.step}", "no checkpoint was written")
+        n = min(self.cfg.train.bptt, self.valid_data.shape[0] - 1)
+        x = self.valid_data[:n].to(self.device)
+        y = self.valid_data[1:n + 1].to(self.device)
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                probe = self.model.loss(self.model(x)[0], y).item()
+        finally:
+            self.model.train(was)
+        if not (math.isfinite(probe) and probe <= self.max_loss):
+            self._restore_last_good(f"the model after step {self.state.step} has a loss of "
+                                    f"{probe:.4g} on a validation window (limit {self.max_loss:.4g})",
+                                    "no checkpoint was written")
+
+    def _restore_last_good(self, why: str, undone: str = "the step was not applied"):
         last = self.out / "last.pt"
         if last.is_file():
             self.load_state_dict(ckpt.load(last, map_location=self.device), last)
-            where = f"parameters restored from {last}"
+            where = (f"parameters restored from {last} (step {self.state.step}); lower "
+                     f"train.lr or train.clip, then continue with --resume")
         else:
-            where = "no checkpoint to restore yet"
-        raise TrainingDiverged(f"{why}; the step was not applied and {where}. Lower train.lr or "
-                               f"train.clip, then resume with --resume.")
+            where = "no checkpoint had been written yet; start again with a lower train.lr or train.clip"
+        raise TrainingDiverged(f"training diverged: {why}; {undone} and {where}")
+
+    # ---------------------------------------------------------------------------- training
+    def _at(self, point: str) -> None:
+        if self.hook is not None:
+            self.hook(point)
+
+    @contextmanager
+    def _held_signals(self):
+        """Hold Ctrl-C / SIGTERM back until the block is done (a commit, a checkpoint write)."""
+        outer = self._defer
+        self._defer = True
+        try:
+            yield
+        finally:
+            self._defer = outer
+        if not outer and self._pending_signal is not None:
+            self._pending_signal = None
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def _signals(self):
+        """SIGINT and SIGTERM (a job scheduler's polite kill) raise KeyboardInterrupt, or are held
+        while a commit or a checkpoint write runs."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._defer:
+                self._pending_signal = signum
+            else:
+                raise KeyboardInterrupt
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
 
     def train(self, max_minutes: float = 0.0) -> dict:
         """Train until the configured number of epochs (or ``max_steps`` / ``max_minutes``);
-        returns the final metrics. Ctrl-C saves a checkpoint and re-raises."""
+        returns the final metrics. Ctrl-C / SIGTERM save a checkpoint of the last completed
+        step and re-raise KeyboardInterrupt."""
         t = self.cfg.train
         deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
-        try:
-            while self.state.epoch <= t.epochs:
-                out_of_budget = (t.max_steps and self.state.step >= t.max_steps) or \
-                    (deadline is not None and time.monotonic() > deadline)
-                if out_of_budget or not self._train_epoch(deadline):
-                    self.save()
-                    self.log(f"stopped at epoch {self.state.epoch}, position "
-                             f"{self.state.position}; checkpoint {self.out / 'last.pt'}")
-                    return {"stopped": True, **self.state.__dict__}
-            return self.final_eval()
-        except KeyboardInterrupt:
-            self.save()
-            self.log(f"\ninterrupted: checkpoint saved to {self.out / 'last.pt'}; continue with "
-                     f"--resume")
-            raise
+        with rundir.RunLock(self.out), self._signals():
+            self._prepare_directory()
+            self._rng_snap = _rng_state(self.gen)
+            try:
+                while self.state.epoch <= t.epochs:
+                    out_of_budget = (t.max_steps and self.state.step >= t.max_steps) or \
+                        (deadline is not None and time.monotonic() > deadline)
+                    if out_of_budget or not self._train_epoch(deadline):
+                        self.save()
+                        self.log(f"stopped at epoch {self.state.epoch}, position "
+                                 f"{self.state.position}; checkpoint {self.out / 'last.pt'}")
+                        return {"stopped": True, **self.state.__dict__}
+                return self.final_eval()
+            except KeyboardInterrupt:
+                # Whatever the interrupted step drew is rolled back: the checkpoint is that of
+                # the last completed step, and a resume replays the same draws.
+                _set_rng_state(self._rng_snap, self.gen)
+                self._account_time()
+                self.save()
+                self.log(f"\ninterrupted: checkpoint saved to {self.out / 'last.pt'} (step "
+                         f"{self.state.step}); continue with --resume")
+                raise
+
+    def _prepare_directory(self) -> None:
+        """Under the lock: refuse to start a new run over an old one, remove temp files a kill
+        left behind, and cut the logs back to what this run's state holds."""
+        last = self.out / "last.pt"
+        if self.state.step == 0 and not self.state.history and last.is_file():
+            raise RuntimeError(f"run directory {self.out} already holds a run ({last}); continue "
+                               f"it with --resume, or choose another --out")
+        ckpt.remove_stale_temp_files(self.out)
+        rundir.rewrite_metrics(self.out / "metrics.jsonl", self.state.history)
+        rundir.truncate_steps(self.out / "steps.jsonl", self.state.step)
+
+    def _account_time(self) -> None:
+        if self._tic is not None:
+            now = time.perf_counter()
+            self.state.epoch_stats["seconds"] += now - self._tic
+            self._tic = now
 
     def _train_epoch(self, deadline) -> bool:
         t, st, model = self.cfg.train, self.state, self.model
         lr = _lr_for_epoch(t, st.epoch) if t.optimizer == "sgd" else t.lr
-        for g in self.opt.param_groups:
-            g["lr"] = lr
         model.train()
         if st.position == 0:
             self.hidden = None
@@ -214,94 +320,137 @@ class LMTrainer:
                               "grad_norm": 0.0, "steps": 0}
         es = st.epoch_stats
         n = self.train_data.shape[0] - 1
-        bar = tqdm(total=n, initial=st.position, desc=f"epoch {st.epoch}/{t.epochs}",
-                   unit="tok/B", disable=not self.progress, leave=False)
-        tic = time.perf_counter()
+        B = self.train_data.shape[1]
+        bar = tqdm(total=n * B, initial=st.position * B, desc=f"epoch {st.epoch}/{t.epochs}",
+                   unit="tok", unit_scale=True, disable=not self.progress, leave=False)
+        self._tic = time.perf_counter()
+        self._last_log = time.monotonic()
+        windows = _windows(self.train_data, st.position, t.bptt, t.variable_bptt, self.gen)
         try:
-            for pos, x, y in _windows(self.train_data, st.position, t.bptt, t.variable_bptt, self.gen):
-                x, y = x.to(self.device), y.to(self.device)
-                if self.hidden is not None:
-                    self.hidden = tuple(h.detach() for h in self.hidden)
-                # With a per-token mean loss, variable BPTT rescales lr by the window length as
-                # AWD-LSTM does; a loss summed over the window already scales with it.
-                scale = 1.0
-                if t.variable_bptt and t.loss_reduction == "mean":
-                    scale = x.shape[0] / t.bptt
-                if st.step < t.warmup_steps:
-                    scale *= (st.step + 1) / t.warmup_steps
-                for g in self.opt.param_groups:
-                    g["lr"] = lr * scale
-                out, hidden = model(x, self.hidden)
-                loss = model.loss(out, y)
-                if not torch.isfinite(loss):
-                    self._restore_last_good(f"non-finite loss ({loss.item()}) at epoch {st.epoch}, "
-                                            f"step {st.step + 1}")
-                self.opt.zero_grad(set_to_none=True)
-                # Zaremba's objective sums the per-token NLL over the window (mean over batch).
-                (loss * x.shape[0] if t.loss_reduction == "sum_over_time" else loss).backward()
-                clip = clip_grad_norm(model.parameters(), t.clip if t.clip > 0 else math.inf)
-                if not clip.finite:
-                    self._restore_last_good(f"non-finite gradient norm at epoch {st.epoch}, step {st.step + 1}")
-                self.opt.step()
-                if t.weight_decay:
-                    with torch.no_grad():
-                        for p in model.parameters():
-                            p.mul_(1.0 - t.weight_decay)
-                self.hidden = hidden
-                ntok = y.numel()
-                es["loss"] += loss.item() * ntok
-                es["tokens"] += ntok
-                es["clipped"] += int(clip.clipped)
-                es["grad_norm"] += clip.total_norm
-                self._step_log.append(f'{{"step": {st.step + 1}, "loss": {loss.item():.6g}, '
-                                      f'"grad_norm": {clip.total_norm:.6g}, "clipped": {str(clip.clipped).lower()}}}')
-                es["steps"] += 1
-                st.step += 1
-                st.position = pos + x.shape[0]
-                bar.update(x.shape[0])
+            for pos, x, y in windows:
+                self._at("window")
+                self._step(pos, x.to(self.device), y.to(self.device), lr)
+                self._at("commit")
+                bar.update(x.numel())
                 if es["steps"] % 20 == 0:
-                    el = es["seconds"] + time.perf_counter() - tic
-                    bar.set_postfix(ppl=f"{math.exp(es['loss'] / es['tokens']):.1f}",
-                                    tok_s=f"{es['tokens'] / max(el, 1e-9):.0f}")
+                    bar.set_postfix(ppl=f"{exp_or_inf(es['loss'] / es['tokens']):.1f}",
+                                    lr=f"{self.opt.param_groups[0]['lr']:.3g}")
+                if not self.progress and self._log_due():
+                    self.log(self._progress_line(lr, n))
                 stop = (t.max_steps and st.step >= t.max_steps) or \
                        (deadline is not None and time.monotonic() > deadline)
                 if (stop or (t.checkpoint_every and st.step % t.checkpoint_every == 0)) \
                         and st.position < n:
-                    es["seconds"] += time.perf_counter() - tic
-                    tic = time.perf_counter()
+                    self._account_time()
                     if stop:
                         return False
                     self.save()
         finally:
             bar.close()
-        es["seconds"] += time.perf_counter() - tic
+        self._account_time()
+        self._tic = None
         self._end_epoch(lr)
         return True
+
+    def _step(self, pos: int, x, y, lr: float) -> None:
+        """One optimiser step: computed first (only the RNG moves), then committed at once."""
+        t, st, model = self.cfg.train, self.state, self.model
+        hidden = None if self.hidden is None else tuple(h.detach() for h in self.hidden)
+        # With a per-token mean loss, variable BPTT rescales lr by the window length as
+        # AWD-LSTM does; a loss summed over the window already scales with it.
+        scale = 1.0
+        if t.variable_bptt and t.loss_reduction == "mean":
+            scale = x.shape[0] / t.bptt
+        if st.step < t.warmup_steps:
+            scale *= (st.step + 1) / t.warmup_steps
+        out, hidden = model(x, hidden)
+        loss = model.loss(out, y)
+        loss_v = loss.item()
+        self._at("forward")
+        if not math.isfinite(loss_v):
+            self._restore_last_good(f"non-finite loss ({loss_v}) at epoch {st.epoch}, step "
+                                    f"{st.step + 1}")
+        if loss_v > self.max_loss:
+            self._restore_last_good(f"loss {loss_v:.4g} at epoch {st.epoch}, step {st.step + 1} "
+                                    f"is above the limit {self.max_loss:.4g} "
+                                    f"(train.divergence_loss)")
+        self.opt.zero_grad(set_to_none=True)
+        # Zaremba's objective sums the per-token NLL over the window (mean over batch).
+        (loss * x.shape[0] if t.loss_reduction == "sum_over_time" else loss).backward()
+        self._at("backward")
+        clip = clip_grad_norm(model.parameters(), t.clip if t.clip > 0 else math.inf)
+        if not clip.finite:
+            self._restore_last_good(f"non-finite gradient norm at epoch {st.epoch}, step {st.step + 1}")
+        self._at("clip")
+        with self._held_signals():
+            for g in self.opt.param_groups:
+                g["lr"] = lr * scale
+            self.opt.step()
+            if t.weight_decay:
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.mul_(1.0 - t.weight_decay)
+            self.hidden = hidden
+            es = st.epoch_stats
+            ntok = y.numel()
+            es["loss"] += loss_v * ntok
+            es["tokens"] += ntok
+            es["clipped"] += int(clip.clipped)
+            es["grad_norm"] += clip.total_norm
+            self._step_log.append(f'{{"step": {st.step + 1}, "loss": {loss_v:.6g}, '
+                                  f'"grad_norm": {clip.total_norm:.6g}, "clipped": {str(clip.clipped).lower()}}}')
+            es["steps"] += 1
+            st.step += 1
+            st.position = pos + x.shape[0]
+            self._rng_snap = _rng_state(self.gen)
+
+    def _log_due(self) -> bool:
+        every = self.cfg.train.log_every
+        if every:
+            return self.state.step % every == 0
+        if time.monotonic() - self._last_log >= 60.0:
+            self._last_log = time.monotonic()
+            return True
+        return False
+
+    def _progress_line(self, lr: float, n: int) -> str:
+        """One log line for runs without a progress bar (schedulers, ``--no-progress``)."""
+        st, es = self.state, self.state.epoch_stats
+        secs = es["seconds"] + (time.perf_counter() - self._tic if self._tic else 0.0)
+        mean = es["loss"] / max(es["tokens"], 1)
+        return (f"epoch {st.epoch} | step {st.step} | {100 * st.position / n:5.1f}% of epoch | "
+                f"loss {mean:.3f} | ppl {exp_or_inf(mean):.1f} | lr {lr:.4g} | "
+                f"{es['tokens'] / max(secs, 1e-9):.0f} tokens/s | "
+                f"clipped {100 * es['clipped'] / max(es['steps'], 1):.0f}%")
 
     def _end_epoch(self, lr: float) -> None:
         st, t = self.state, self.cfg.train
         es = st.epoch_stats
         val = perplexity(self.model, self.valid_data, t.bptt)
-        rec = {"epoch": st.epoch, "lr": lr, "train_ppl": math.exp(es["loss"] / es["tokens"]),
+        rec = {"epoch": st.epoch, "lr": lr, "train_ppl": exp_or_inf(es["loss"] / es["tokens"]),
                "valid_ppl": val, "epoch_seconds": es["seconds"],
                "tokens_per_s": es["tokens"] / max(es["seconds"], 1e-9),
                "mean_grad_norm": es["grad_norm"] / max(es["steps"], 1),
                "clipped_fraction": es["clipped"] / max(es["steps"], 1),
                "step": st.step}
-        st.history.append(rec)
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        self.log(f"epoch {st.epoch:3d} | lr {lr:.4g} | train ppl {rec['train_ppl']:8.2f} | "
-                 f"valid ppl {val:8.2f} | {rec['tokens_per_s']:.0f} tok/s | "
-                 f"clipped {100 * rec['clipped_fraction']:.0f}%")
-        improved = val < st.best_val
-        st.best_val = min(st.best_val, val)
-        st.epoch += 1
-        st.position = 0
-        self.hidden = None
-        self.save()
+        self._at("epoch_end")
+        with self._held_signals():
+            st.history.append(rec)
+            improved = val < st.best_val
+            st.best_val = min(st.best_val, val)
+            st.epoch += 1
+            st.position = 0
+            self.hidden = None
+        # best.pt before last.pt: a kill between the two replays the epoch from the older
+        # last.pt and writes best.pt again; the other order could lose this epoch's best.pt.
         if improved:
             self.save("best.pt")
+        self._at("best_saved")
+        self.save()
+        rundir.append_lines(self.out / "metrics.jsonl", [json.dumps(rec)])
+        self.log(f"epoch {rec['epoch']:3d} | lr {lr:.4g} | train ppl {rec['train_ppl']:8.2f} | "
+                 f"valid ppl {val:8.2f} | {rec['tokens_per_s']:.0f} tokens/s | "
+                 f"clipped {100 * rec['clipped_fraction']:.0f}%")
         try:
             plot_learning_curve(st.history, self.out / "learning_curve.png")
         except Exception as e:  # a plotting problem must never stop training
@@ -312,7 +461,8 @@ class LMTrainer:
         t = self.cfg.train
         best = self.out / "best.pt"
         if best.is_file():
-            self.model.load_state_dict(ckpt.load(best, map_location=self.device)["model"])
+            st = ckpt.require(ckpt.load(best, map_location=self.device), ("model",), best)
+            ckpt.load_weights(self.model, st["model"], best)
         res = {"valid_ppl": perplexity(self.model, self.valid_data, t.bptt),
                "test_ppl": perplexity(self.model, self.test_data, t.bptt)}
         if t.mc_samples:
