@@ -238,6 +238,18 @@ def test_c_kernels_build_in_build_dir_or_fall_back(tmp_path, monkeypatch):
     monkeypatch.setattr(_cext, "_LIB", None)  # let later tests build/load again
 
 
+def _spy_loops(monkeypatch):
+    """Record each call of a fast loop (fused C or torch ops, LSTM or GRU) as "_cell.name"."""
+    from rnndrop.fast import _gru, _lstm
+    calls = []
+    for mod in (_lstm, _gru):
+        for name in ("_forward_loop", "_backward_loop", "_forward_loop_c", "_backward_loop_c"):
+            real = getattr(mod, name)
+            tag = f"{mod.__name__.rsplit('.', 1)[1]}.{name}"
+            monkeypatch.setattr(mod, name, lambda *a, _r=real, _t=tag: calls.append(_t) or _r(*a))
+    return calls
+
+
 @pytest.mark.parametrize("kind", MASKS)
 def test_c_loops_are_the_ones_running(monkeypatch, kind):
     """With the kernels built, float32 CPU LSTM and GRU go through the fused C loops (so the
@@ -245,17 +257,64 @@ def test_c_loops_are_the_ones_running(monkeypatch, kind):
     monkeypatch.setenv("RNNDROP_FAST_CEXT", "1")
     if _cext.kernels() is None:
         pytest.skip("fused C kernels unavailable (no C compiler?)")
-    from rnndrop.fast import _gru, _lstm
-    calls = []
-    for mod in (_lstm, _gru):
-        for name in ("_forward_loop_c", "_backward_loop_c"):
-            real = getattr(mod, name)
-            tag = f"{mod.__name__.rsplit('.', 1)[1]}.{name}"
-            monkeypatch.setattr(mod, name, lambda *a, _r=real, _t=tag: calls.append(_t) or _r(*a))
+    calls = _spy_loops(monkeypatch)
     _compare_lstm(3, 2, 4, kind)
     _compare_gru(3, 2, 4, kind)
     assert calls == ["_lstm._forward_loop_c", "_lstm._backward_loop_c",
                      "_gru._forward_loop_c", "_gru._backward_loop_c"]
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_untied_input_masks_without_hidden_dropout_take_the_fast_loop(monkeypatch, cell):
+    """Untied input masks and no recurrent dropout: no mask_h, but no fused kernel either (one
+    input mask per gate). The layer runs the fast loops, not the autograd reference, and gives
+    the reference's output and gradients."""
+    import rnndrop
+    monkeypatch.setenv("RNNDROP_FAST_CEXT", "1")
+    suffix = "_c" if _cext.kernels() is not None else ""
+    torch.manual_seed(0)
+    layer = getattr(rnndrop, cell)(4, 6, num_layers=2, dropout_input=0.4, dropout_between=0.3,
+                                   tied=False, dropout_hidden=0.0)
+    x = torch.randn(5, 3, 4, requires_grad=True)
+    params = [x, *layer.parameters()]
+
+    def run():
+        torch.manual_seed(7)  # the same masks in both runs
+        out, state = layer(x)
+        states = list(state) if cell == "LSTM" else [state]  # (h_n, c_n) or h_n
+        loss = out.square().sum() + sum(s.sum() for s in states)
+        return [out, *states, *torch.autograd.grad(loss, params)]
+
+    calls = _spy_loops(monkeypatch)
+    got = run()
+    tag = "_" + cell.lower()
+    assert calls == [f"{tag}._forward_loop{suffix}"] * 2 + [f"{tag}._backward_loop{suffix}"] * 2
+    reference = getattr(_recurrence, f"{cell.lower()}_recurrence")
+    monkeypatch.setattr(fast, "select", lambda c, *a: reference)
+    want = run()
+    assert len(calls) == 4  # the second run went through the reference only
+    for a, b in zip(got, want):
+        _close(a, b)
+
+
+def test_select_is_the_one_choice(monkeypatch):
+    """fast.select: the reference for RNN and for mixed dtypes, else the fast Function with its
+    implementation fixed for the call (C kernels on CPU float32, torch ops for float64)."""
+    from rnndrop.fast import _gru, _lstm
+    xp, h0, c0, w, b = _inputs(3, 2, 4, 4)
+    assert fast.select("RNN", xp[..., :4], h0, w[:4], torch.tanh, None) is _recurrence.rnn_recurrence
+    assert fast.select("LSTM", xp.double(), h0, c0, w, None) is _recurrence.lstm_recurrence
+    monkeypatch.setenv("RNNDROP_FAST_CEXT", "1")
+    rec = fast.select("LSTM", xp, h0, c0, w, None)
+    assert rec.func is _lstm.recurrence and not rec.args[0].triton
+    assert rec.args[0].lib is _cext.kernels()
+    xp64, h64, w64, b64 = (t.double() for t in (xp[..., :12], h0, w[:12], b[:12]))
+    rec = fast.select("GRU", xp64, h64, w64, b64, None)
+    assert rec.func is _gru.recurrence and rec.args[0].lib is None and not rec.args[0].packed
+    with pytest.raises(ValueError, match="cell"):
+        fast.select("lstm", xp, h0, c0, w, None)
+    with pytest.raises(ValueError, match="mask_h"):  # the mask's layout is decoded in one place
+        _recurrence.lstm_recurrence(xp, h0, c0, w, torch.ones(4))
 
 
 def test_available():

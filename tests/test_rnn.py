@@ -1,9 +1,15 @@
 """Recurrent layers: agreement with torch.nn, gradcheck with dropout, mask semantics, errors."""
+import doctest
+import inspect
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import rnndrop
 from rnndrop import _recurrence, rnn as rnn_mod
 from rnndrop.dropout import bernoulli_mask
 from rnndrop.rnn import GRU, LSTM, RNN
@@ -172,14 +178,46 @@ def test_untied_masks_match_explicit_per_gate_computation():
 def test_batch_hidden_mask_runs_fused_kernel(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("loop path used")
-    monkeypatch.setattr(_recurrence, "lstm_recurrence", boom)
-    monkeypatch.setattr(rnn_mod, "_fast_backend", lambda: None)
+    # every loop (fast or the reference) is chosen by fast.select
+    monkeypatch.setattr(rnn_mod.fast, "select", boom)
     m = LSTM(4, 6, num_layers=2, dropout_hidden=0.5, hidden_mask="batch", dropout_input=0.3,
              dropout_between=0.3, weight_dropout=0.2)
     out, _ = m(torch.randn(5, 3, 4))
     assert out.shape == (5, 3, 6)
     with pytest.raises(AssertionError, match="loop path"):
         LSTM(4, 6, dropout_hidden=0.5)(torch.randn(5, 3, 4))
+
+
+def test_import_leaves_warning_filters_alone():
+    """Importing rnndrop (torch imported first: its filters are its own) adds no warning filter;
+    running a fused layer leaves the filters as they were, too."""
+    code = ("import warnings, torch\n"
+            "before = list(warnings.filters)\n"
+            "import rnndrop\n"
+            "assert warnings.filters == before, warnings.filters[:len(warnings.filters) - len(before)]\n"
+            "rnndrop.LSTM(3, 4, dropout_input=0.2)(torch.randn(5, 2, 3))\n"
+            "assert warnings.filters == before\n"
+            "print('ok')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("cls", [RNN, LSTM, GRU])
+def test_docstrings_document_every_argument_and_their_examples_run(cls):
+    doc = inspect.getdoc(cls)
+    for section in ("Args:", "Inputs:", "Outputs:", "Attributes:", "Examples::"):
+        assert section in doc, section
+    names = [n for n in inspect.signature(rnn_mod._RNNBase.__init__).parameters if n != "self"]
+    names += ["nonlinearity"] if cls is RNN else []
+    for name in names:
+        if cls is not RNN and name == "activation":
+            continue
+        assert f"\n    {name}: " in doc, name
+    test = doctest.DocTestParser().get_doctest(doc, {"rnndrop": rnndrop, "torch": torch},
+                                               cls.__name__, None, 0)
+    assert test.examples
+    result = doctest.DocTestRunner().run(test, out=lambda s: None)
+    assert result.failed == 0
 
 
 def test_skip_connection_is_residual_sum():

@@ -1,28 +1,52 @@
-"""Reference recurrences: the per-time-step loops behind `rnndrop.rnn` when a recurrent mask is on.
+"""Reference recurrences: the per-time-step loops of `rnndrop.rnn`'s loop path, in plain autograd.
 
 Each function runs one layer over a whole sequence given the *input projections* already computed
 for every step (one large GEMM outside the loop — the only part of the work that does not depend on
 h_{t-1}). They are written with plain autograd ops so that they serve as the numerical reference
-for every faster implementation (``rnndrop.fast``).
+for every faster implementation (``rnndrop.fast``); ``rnndrop.fast.select`` runs them where there
+is no fast loop (the Elman RNN, mixed dtypes or devices, devices other than CPU and CUDA).
 
 Shapes (time-major): ``xp`` is ``(T, B, G*H)`` with G = 4 (LSTM), 3 (GRU), 1 (RNN); ``h0``/``c0``
 are ``(B, H)``; ``weight_hh`` is ``(G*H, H)``. ``mask_h`` is ``None`` (no recurrent dropout),
 ``(B, H)`` (one mask per sequence shared by the gates: *tied*) or ``(G, B, H)`` (one mask per gate:
-*untied*), already scaled by 1/(1-p). Gate order follows ``torch.nn``: LSTM i, f, g, o; GRU r, z, n.
+*untied*), already scaled by 1/(1-p); ``mask_mode`` names the three layouts (``MaskMode``) for
+every implementation. Gate order follows ``torch.nn``: LSTM i, f, g, o; GRU r, z, n.
 """
 from __future__ import annotations
 
+import enum
 from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
 
-def _hh(h: Tensor, weight_hh: Tensor, mask_h: Optional[Tensor], gates: int) -> Tensor:
-    """(h ∘ m) @ W_hhᵀ with a tied ``(B, H)`` or untied ``(G, B, H)`` mask -> ``(B, G*H)``."""
+class MaskMode(enum.IntEnum):
+    """Layout of the recurrent mask ``mask_h``. The values are the ``mode`` ints that the fused
+    kernels of ``rnndrop.fast`` (C and Triton) take."""
+    NONE = 0    # no recurrent dropout (mask_h is None)
+    TIED = 1    # (B, H): one mask shared by the gates
+    UNTIED = 2  # (G, B, H): one mask per gate
+
+
+def mask_mode(mask_h: Optional[Tensor]) -> MaskMode:
+    """The ``MaskMode`` of ``mask_h``: the one place that reads it from the number of dimensions.
+    Each recurrence (here and in ``rnndrop.fast``) calls it once at its entry and passes it down."""
     if mask_h is None:
-        return h @ weight_hh.t()
+        return MaskMode.NONE
     if mask_h.dim() == 2:
+        return MaskMode.TIED
+    if mask_h.dim() == 3:
+        return MaskMode.UNTIED
+    raise ValueError(f"mask_h must be (B, H) or (G, B, H), got shape {tuple(mask_h.shape)}")
+
+
+def _hh(h: Tensor, weight_hh: Tensor, mask_h: Optional[Tensor], mode: MaskMode,
+        gates: int) -> Tensor:
+    """(h ∘ m) @ W_hhᵀ with a tied ``(B, H)`` or untied ``(G, B, H)`` mask -> ``(B, G*H)``."""
+    if mode == MaskMode.NONE:
+        return h @ weight_hh.t()
+    if mode == MaskMode.TIED:
         return (h * mask_h) @ weight_hh.t()
     H = h.shape[-1]
     # Untied: gate g sees its own masked copy of h: (G, B, H) @ (G, H, H) -> (G, B, H).
@@ -38,10 +62,11 @@ def lstm_recurrence(xp: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
     i, f, g, o = σ, σ, tanh, σ of (xp_t + W_hh (h_{t-1} ∘ m)); c_t = f c_{t-1} + i g; h_t = o tanh(c_t).
     Returns ``(out (T, B, H), h_T, c_T)``.
     """
+    mode = mask_mode(mask_h)
     h, c = h0, c0
     outs = []
     for t in range(xp.shape[0]):
-        gates = xp[t] + _hh(h, weight_hh, mask_h, 4)
+        gates = xp[t] + _hh(h, weight_hh, mask_h, mode, 4)
         i, f, g, o = gates.chunk(4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
@@ -56,10 +81,11 @@ def gru_recurrence(xp: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Optional[
 
     h_t = (1 - z) ∘ n + z ∘ h_{t-1} (the carried h is not masked). Returns ``(out, h_T)``.
     """
+    mode = mask_mode(mask_h)
     h = h0
     outs = []
     for t in range(xp.shape[0]):
-        hh = _hh(h, weight_hh, mask_h, 3)
+        hh = _hh(h, weight_hh, mask_h, mode, 3)
         if bias_hh is not None:
             hh = hh + bias_hh
         xr, xz, xn = xp[t].chunk(3, dim=1)
@@ -75,9 +101,10 @@ def gru_recurrence(xp: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Optional[
 def rnn_recurrence(xp: Tensor, h0: Tensor, weight_hh: Tensor, activation: Callable[[Tensor], Tensor],
                    mask_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """Elman RNN: h_t = act(xp_t + W_hh (h_{t-1} ∘ m)), ``xp = W_ih x_t + b_ih + b_hh``."""
+    mode = mask_mode(mask_h)
     h = h0
     outs = []
     for t in range(xp.shape[0]):
-        h = activation(xp[t] + _hh(h, weight_hh, mask_h, 1))
+        h = activation(xp[t] + _hh(h, weight_hh, mask_h, mode, 1))
         outs.append(h)
     return torch.stack(outs), h

@@ -2,19 +2,22 @@
 
 Drop-in replacements for the autograd references in ``rnndrop._recurrence`` (same signatures,
 same results up to float rounding), each one ``torch.autograd.Function`` with a hand-written
-backward::
+backward, and the input projections that feed them::
 
     lstm_recurrence(xp, h0, c0, weight_hh, mask_h=None) -> (out, h_T, c_T)
     gru_recurrence(xp, h0, weight_hh, bias_hh, mask_h=None) -> (out, h_T)
-    linear(x, weight, bias=None)          # = F.linear, faster fwd+bwd on CPU float32
+    select(cell, *args) -> the recurrence to call with args (fast or reference; see below)
+    linear(x, weight, bias=None)                 # = F.linear, faster fwd+bwd on CPU float32
+    untied_linear(x, masks, weight, bias=None)   # one input mask per gate (untied dropout)
 
 ``xp`` is the input projection for all steps (``(T, B, G*H)``), ``mask_h`` ``None``, ``(B, H)``
-(tied) or ``(G, B, H)`` (untied), already scaled by 1/(1-p). Masks are treated as constants
-(no gradient). ``available(device)`` says whether this backend should be used on ``device``.
-Use ``linear`` for the input projection that feeds ``xp`` (``F.linear``/``x @ w.T`` leave the
-two large backward products to ``torch.mm``, measurably slower on CPU).
+(tied) or ``(G, B, H)`` (untied), already scaled by 1/(1-p); its layout (``MaskMode``) is read
+once at the entry of each recurrence and passed down. Masks are treated as constants (no
+gradient). ``available(device)`` says whether this backend runs on ``device``. Use ``linear``
+for the input projection that feeds ``xp`` (``F.linear``/``x @ w.T`` leave the two large
+backward products to ``torch.mm``, measurably slower on CPU).
 
-What runs where (chosen per call, all falling back to plain torch ops):
+What runs where is chosen once per call, by ``select`` only (all falling back to plain torch ops):
 
 - CPU float32: per-step products through oneDNN (``torch.ops.mkldnn``, probed once, see
   ``_gemm``), the gate math of each step in one fused C call (``_cext``: compiled on first use
@@ -25,23 +28,86 @@ What runs where (chosen per call, all falling back to plain torch ops):
   shape, which keeps static copies of that loop's inputs and outputs between calls; see
   ``set_cuda_graphs``/``clear_cuda_graphs``). GRU: plain torch ops.
 - anything else (float64, other devices): the same algorithm with plain torch ops.
+- the reference loop of ``rnndrop._recurrence``: Elman RNN, mixed dtypes or devices (the errors
+  of plain torch ops, no silent cast), devices where ``available`` is False.
 
-Environment switches: ``RNNDROP_FAST_NO_MKLDNN=1`` (torch.mm instead of oneDNN),
-``RNNDROP_FAST_CEXT=0`` (no C kernels), ``RNNDROP_FAST_TRITON=0`` (no Triton),
-``RNNDROP_FAST_CUDA_GRAPHS=0`` (no CUDA graphs).
+Environment switches (read at every call): ``RNNDROP_FAST_NO_MKLDNN=1`` (torch.mm instead of
+oneDNN), ``RNNDROP_FAST_CEXT=0`` (no C kernels), ``RNNDROP_FAST_TRITON=0`` (no Triton),
+``RNNDROP_FAST_CUDA_GRAPHS=0`` (no CUDA graphs, read at import; ``set_cuda_graphs`` after).
 """
 from __future__ import annotations
 
+import functools
+from typing import Callable, Optional
+
 import torch
+from torch import Tensor
 
-from . import _graphs
-from ._gemm import packed_ok
-from ._gru import gru_recurrence
-from ._linear import linear
-from ._lstm import lstm_recurrence
+from .. import _recurrence
+from . import _cext, _graphs, _gru, _lstm, _triton
+from ._common import Impl
+from ._gemm import packed_ok, use_packed
+from ._linear import linear, untied_linear
 
-__all__ = ["available", "lstm_recurrence", "gru_recurrence", "linear", "packed_ok",
-           "set_cuda_graphs", "cuda_graphs_enabled", "clear_cuda_graphs"]
+__all__ = ["available", "select", "lstm_recurrence", "gru_recurrence", "linear", "untied_linear",
+           "packed_ok", "set_cuda_graphs", "cuda_graphs_enabled", "clear_cuda_graphs"]
+
+_FAST = {"LSTM": _lstm, "GRU": _gru}
+_CELLS = ("LSTM", "GRU", "RNN")
+
+
+def available(device) -> bool:
+    """True where the fast recurrences run (CPU always; CUDA when a GPU is present)."""
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        return True
+    if dev.type == "cuda":
+        return torch.cuda.is_available()
+    return False
+
+
+def select(cell: str, *args) -> Callable:
+    """The recurrence for one call of a ``cell`` ("LSTM", "GRU" or "RNN") layer; call it with
+    ``args``, which are the arguments of the reference in ``rnndrop._recurrence``
+    (``(xp, h0, c0, weight_hh, mask_h)``, ``(xp, h0, weight_hh, bias_hh, mask_h)``,
+    ``(xp, h0, weight_hh, activation, mask_h)``). The one place that picks an implementation:
+
+    - the reference loop for the Elman RNN (no fast loop), for mixed dtypes or devices among the
+      tensors of ``args``, and where ``available(device)`` is False;
+    - LSTM with Triton usable for these tensors (``_triton.use_triton``): the Triton loops,
+      replayed as CUDA graphs on CUDA when enabled;
+    - otherwise (LSTM, GRU) the hand-written loops, with products through oneDNN where it serves
+      (``_gemm.use_packed``: CPU float32) and the gate math in the fused C kernels on CPU
+      float32 when they build (``_cext.kernels``), in torch ops elsewhere.
+    """
+    if cell not in _CELLS:
+        raise ValueError(f"cell must be one of {_CELLS}, got {cell!r}")
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    xp = tensors[0]
+    same_kind = all(t.dtype == xp.dtype and t.device == xp.device for t in tensors)
+    if cell == "RNN" or not same_kind or not available(xp.device):
+        # looked up at each call, so that a patched reference is the one that runs
+        return getattr(_recurrence, f"{cell.lower()}_recurrence")
+    if cell == "LSTM" and _triton.use_triton(xp):
+        impl = Impl(triton=True, graphs=xp.is_cuda and _graphs.enabled())
+    else:
+        cpu32 = xp.dtype == torch.float32 and xp.device.type == "cpu"
+        impl = Impl(packed=use_packed(xp), lib=_cext.kernels() if cpu32 else None)
+    return functools.partial(_FAST[cell].recurrence, impl)
+
+
+def lstm_recurrence(xp: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
+                    mask_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Same contract as ``rnndrop._recurrence.lstm_recurrence`` (the mask gets no gradient)."""
+    args = (xp, h0, c0, weight_hh, mask_h)
+    return select("LSTM", *args)(*args)
+
+
+def gru_recurrence(xp: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor],
+                   mask_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """Same contract as ``rnndrop._recurrence.gru_recurrence`` (the mask gets no gradient)."""
+    args = (xp, h0, weight_hh, bias_hh, mask_h)
+    return select("GRU", *args)(*args)
 
 
 def set_cuda_graphs(flag: bool) -> None:
@@ -56,13 +122,3 @@ def cuda_graphs_enabled() -> bool:
 def clear_cuda_graphs() -> None:
     """Free the cached CUDA graphs (one per loop shape) and their static buffers."""
     _graphs.clear()
-
-
-def available(device) -> bool:
-    """True where the fast recurrences run (CPU always; CUDA when a GPU is present)."""
-    dev = torch.device(device)
-    if dev.type == "cpu":
-        return True
-    if dev.type == "cuda":
-        return torch.cuda.is_available()
-    return False

@@ -1,5 +1,7 @@
 """Replay a whole per-step loop as one CUDA graph (launch overhead gone).
 
+``call(kind, fn, inputs, use, **flags)`` runs ``fn(*inputs, **flags)`` through the graph of
+``key(kind, *inputs, **flags)`` when ``use`` is true, and eagerly otherwise or when capture fails.
 ``run(key, fn, inputs)`` captures ``fn(*static_inputs)`` once per ``key`` (shapes, dtypes, flags)
 on static buffers, then for every call copies the inputs in, replays the graph and returns clones
 of the outputs (the static outputs are overwritten by the next replay, e.g. the next layer of the
@@ -42,6 +44,21 @@ def cache_bytes() -> int:
     return total
 
 
+def key(kind, *tensors, **flags):
+    """One graph per loop kind, input shapes/dtypes/devices and flags."""
+    return (kind,) + tuple(None if t is None else (tuple(t.shape), t.dtype, t.device)
+                           for t in tensors) + tuple(sorted(flags.items()))
+
+
+def call(kind, fn, inputs, use: bool, **flags):
+    """``fn(*inputs, **flags)`` (a tuple), replayed as a cached graph when ``use`` and capture
+    works for this key, else run eagerly."""
+    res = None
+    if use:
+        res = run(key(kind, *inputs, **flags), lambda *a: fn(*a, **flags), inputs)
+    return fn(*inputs, **flags) if res is None else res
+
+
 def _clone(x):
     return None if x is None else x.clone()
 
@@ -67,7 +84,7 @@ def run(key, fn, inputs):
         except Exception as e:  # capture unsupported here: remember and run eagerly
             _FAILED.add(key)
             warnings.warn(f"rnndrop.fast: CUDA graph capture failed ({type(e).__name__}: {e}); "
-                          "running the loop eagerly", RuntimeWarning, stacklevel=3)
+                          "running the loop eagerly", RuntimeWarning, stacklevel=4)
             return None
         _CACHE[key] = entry
         while len(_CACHE) > _MAX:

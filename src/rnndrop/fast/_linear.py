@@ -1,10 +1,13 @@
-"""``linear(x, weight, bias)``: ``torch.nn.functional.linear`` with oneDNN products on CPU.
+"""The input projection of a recurrent layer, ``xp = x W_ihᵀ + b`` for all steps at once.
 
-The input projection of a recurrent layer (``xp = x W_ihᵀ + b`` for all steps at once) is three
-large products per training step: forward, ``dx = dxp W_ih`` and ``dW_ih = dxpᵀ x``. On CPU
-float32 ``torch.mm`` (MKL) runs them well below oneDNN's matmul here, mostly for the transposed
-("TN") weight-gradient product; this Function routes all three through oneDNN, handing it
-transposed views where it reads strides (the weight operands). Elsewhere it is ``F.linear``.
+``linear(x, weight, bias)``: ``torch.nn.functional.linear`` with oneDNN products on CPU.
+``untied_linear(x, masks, weight, bias)``: the same with one input mask per gate (untied dropout).
+
+The projection is three large products per training step: forward, ``dx = dxp W_ih`` and
+``dW_ih = dxpᵀ x``. On CPU float32 ``torch.mm`` (MKL) runs them well below oneDNN's matmul here,
+mostly for the transposed ("TN") weight-gradient product; ``linear``'s Function routes all three
+through oneDNN, handing it transposed views where it reads strides (the weight operands).
+Elsewhere it is ``F.linear``.
 """
 from __future__ import annotations
 
@@ -48,3 +51,17 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
             and (bias is None or use_packed(bias))):
         return _Linear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
+
+
+def untied_linear(x: Tensor, masks: Tensor, weight: Tensor,
+                  bias: Optional[Tensor] = None) -> Tensor:
+    """Input projection with untied input masks: gate block ``g`` of ``xp`` is
+    ``(x ∘ z_g) W_ih,gᵀ (+ its bias)``, for ``x`` ``(T, B, I)``, ``masks`` ``(G, 1, B, I)``
+    (``z_g``: one mask per gate and sequence, reused at every step) and ``weight`` ``(G*H, I)``;
+    returns ``(T, B, G*H)``. One einsum over the G masked copies (plain torch ops)."""
+    G = masks.shape[0]
+    T, B, _ = x.shape
+    GH = weight.shape[0]
+    xg = x.unsqueeze(0) * masks                                     # (G, T, B, I)
+    xp = torch.einsum("gtbi,ghi->tbgh", xg, weight.view(G, GH // G, -1)).reshape(T, B, GH)
+    return xp if bias is None else xp + bias

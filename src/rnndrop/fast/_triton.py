@@ -17,6 +17,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ._common import MaskMode, masked_h0, rec_grad, weight_grad
+
 _TRITON = None
 _BLOCK = 256
 
@@ -145,33 +147,23 @@ if triton is not None:
         tl.store(dc_ptr + offs, (dc * f).to(dc_ptr.dtype.element_ty), mask=ok)
 
 
-
-
-def _mode(m: Optional[Tensor]) -> int:
-    return 0 if m is None else (1 if m.dim() == 2 else 2)
-
-
-def forward_loop(xp: Tensor, h0: Tensor, c0: Tensor, w: Tensor, m: Optional[Tensor]):
+def forward_loop(xp: Tensor, h0: Tensor, c0: Tensor, w: Tensor, m: Optional[Tensor], *,
+                 mode: MaskMode):
     k = _TRITON
     T, B, G = xp.shape
     H = G // 4
     n = B * H
-    mode = _mode(m)
     A = xp.new_empty(T, B, G)
     C = xp.new_empty(T, B, H)
     out = xp.new_empty(T, B, H)
     h0, c0 = h0.contiguous(), c0.contiguous()
-    if mode == 0:
-        hm, mm = h0, h0  # mm: unused mask pointer
-    else:
-        m = m.contiguous()
-        hm = (h0 * m if mode == 1 else h0.unsqueeze(0) * m).contiguous()
-        mm = m
+    hm = masked_h0(h0, m, mode)
+    mm = h0 if mode == MaskMode.NONE else m  # no mask: any valid pointer, never read
     wt = w.t()
     grid = (k["cdiv"](n, _BLOCK),)
     c_prev = c0
     for t in range(T):
-        if mode == 2:
+        if mode == MaskMode.UNTIED:
             # Untied: one product of the 4 masked copies stacked along the batch,
             # (4B, H) @ (H, 4H), of which the kernel reads the diagonal blocks (gate k from
             # copy k). 4x the FLOPs of the tied product but one GEMM with the weight read once,
@@ -182,43 +174,39 @@ def forward_loop(xp: Tensor, h0: Tensor, c0: Tensor, w: Tensor, m: Optional[Tens
             pre = torch.addmm(xp[t], hm, wt)
             s_pg, s_pb = H, G
         k["fwd"][grid](pre, s_pg, s_pb, xp[t], c_prev, A[t], C[t], out[t], mm, hm, n, H,
-                       MODE=mode, HAS_X=mode == 2, BLOCK=_BLOCK)
+                       MODE=int(mode), HAS_X=mode == MaskMode.UNTIED, BLOCK=_BLOCK)
         c_prev = C[t]
-        if mode == 0:
+        if mode == MaskMode.NONE:
             hm = out[t]
     return A, C, out
 
 
-def backward_loop(dout, dhT, dcT, h0, c0, w, m, A, C, out, need_h0, need_w):
+def backward_loop(dout, dhT, dcT, h0, c0, w, m, A, C, out, *, mode: MaskMode, need_h0: bool,
+                  need_w: bool):
     k = _TRITON
     T, B, G = A.shape
     H = G // 4
     n = B * H
-    mode = _mode(m)
-    if mode:
-        m = m.contiguous()
-    mm = m if mode else dhT
+    untied = mode == MaskMode.UNTIED
+    mm = dhT if mode == MaskMode.NONE else m  # no mask: any valid pointer, never read
     dout = dout.contiguous()
     dpre = A.new_empty(T, B, G)
     dc = dcT.contiguous().clone()
-    r, r_mode = dhT.contiguous(), 0
+    # r: the recurrent product as the next kernel reads it (rec_grad's layouts): dhT as is at
+    # the last step, then dpre_t @ W_hh masked by the kernel (tied), or summed over gates.
+    r, r_mode = dhT.contiguous(), MaskMode.NONE
     # Untied: the gate-k gradient goes to block (k, k) of a zero (4B, 4H) matrix, so that one
     # product with W_hh (4H, H) gives the 4 per-gate recurrent gradients stacked, (4B, H).
-    d2 = A.new_zeros(4 * B, G) if mode == 2 else dpre
+    d2 = A.new_zeros(4 * B, G) if untied else dpre
     grid = (k["cdiv"](n, _BLOCK),)
     for t in range(T - 1, -1, -1):
         c_prev = C[t - 1] if t > 0 else c0.contiguous()
         dp = dpre[t]
         k["bwd"][grid](A[t], C[t], c_prev, dout[t], r, mm, dc, dp, d2, B * G, n, H,
-                       MODE=r_mode, WRITE_D2=mode == 2, BLOCK=_BLOCK)
+                       MODE=int(r_mode), WRITE_D2=untied, BLOCK=_BLOCK)
         if t > 0 or need_h0:
-            r = torch.mm(d2 if mode == 2 else dp, w)
+            r = torch.mm(d2 if untied else dp, w)
             r_mode = mode
-    dh0 = None
-    if need_h0:
-        dh0 = r if mode == 0 else (r * m if mode == 1 else (r.view(4, B, H) * m).sum(0))
-    dw = None
-    if need_w:
-        from ._lstm import _weight_grad
-        dw = _weight_grad(dpre, h0, out, m, 4, False)
+    dh0 = rec_grad(r, r_mode, m) if need_h0 else None
+    dw = weight_grad(dpre, h0, out, m, mode, False) if need_w else None
     return dpre, dh0, dc, dw

@@ -1,0 +1,149 @@
+"""What the LSTM and GRU loops (``_lstm``, ``_gru``) and the Triton path (``_triton``) share.
+
+- ``Impl``: how one call runs, fixed by ``rnndrop.fast.select`` (the only place that chooses).
+- ``check``: the argument check at the entry of every fast recurrence; it returns the mask's
+  ``MaskMode`` (decoded by ``rnndrop._recurrence.mask_mode``), which the loops then take as is.
+- the recurrent-gradient pieces of every backward loop (``rec_product``, ``rec_grad``) and the
+  weight gradient after it (``weight_grad``);
+- the step loops, which differ between the cells only in what one step does: the forward loop
+  around the fused C kernels (``forward_steps``) and the reverse loop of every backward pass
+  (``reverse_steps``), with ``masked_h0`` and ``ptr_steps``.
+
+Nothing here imports a cell module, so the cells and ``_triton`` import this and not each other.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import torch
+from torch import Tensor
+
+from .._recurrence import MaskMode, mask_mode
+from ._gemm import Linear, mm_tn
+
+__all__ = ["Impl", "MaskMode", "check", "forward_steps", "masked_h0", "ptr_steps", "rec_grad",
+           "rec_product", "reverse_steps", "weight_grad"]
+
+
+class Impl(NamedTuple):
+    """How a fast recurrence runs one call (forward and its backward)."""
+    triton: bool = False  # gate math in fused Triton kernels (CUDA, or the Triton interpreter)
+    graphs: bool = False  # with triton: the whole loops replayed as CUDA graphs (``_graphs``)
+    packed: bool = False  # products through oneDNN (``_gemm``) instead of torch.mm
+    lib: Any = None       # the fused C kernels for the gate math (``_cext``); None: torch ops
+
+
+def check(xp: Tensor, h0: Tensor, weight_hh: Tensor, mask_h: Optional[Tensor],
+          gates: int) -> MaskMode:
+    """Raise ``ValueError`` on shapes that do not fit; return the mask's ``MaskMode``."""
+    if xp.dim() != 3:
+        raise ValueError(f"xp must be (T, B, {gates}*H), got shape {tuple(xp.shape)}")
+    B, H = h0.shape
+    if xp.shape[1:] != (B, gates * H) or weight_hh.shape != (gates * H, H):
+        raise ValueError(f"shape mismatch: xp {tuple(xp.shape)}, h0 {tuple(h0.shape)}, "
+                         f"weight_hh {tuple(weight_hh.shape)} (expected ({gates}*H, H))")
+    if mask_h is not None and mask_h.shape not in ((B, H), (gates, B, H)):
+        raise ValueError(f"mask_h must be (B, H) or ({gates}, B, H), got {tuple(mask_h.shape)}")
+    return mask_mode(mask_h)
+
+
+def rec_product(w: Tensor, m: Optional[Tensor], mode: MaskMode, B: int, packed: bool):
+    """``dgates -> (r, r_mode)``: the recurrent product ``dgates @ W_hh`` of a backward step, in
+    the layout ``rec_grad`` (and the backward kernels) read. Tied or no mask: one product with
+    the mask applied as a post-op (oneDNN) or after it (``r`` is ``(B, H)``, ``r_mode`` NONE).
+    Untied: one product per gate block (``r`` is ``(G, B, H)``, ``r_mode`` UNTIED: the reader
+    sums ``r_k ∘ m_k``)."""
+    H = w.shape[1]
+    if mode == MaskMode.UNTIED:
+        gates = w.shape[0] // H
+        wg = w.view(gates, H, H)
+        return lambda d: (torch.bmm(d.view(B, gates, H).transpose(0, 1), wg), MaskMode.UNTIED)
+    lin_t = Linear(w.t(), B, packed, pack=False)
+    return lambda d: (lin_t.mul(d, m), MaskMode.NONE)
+
+
+def rec_grad(r: Tensor, r_mode: MaskMode, m: Optional[Tensor]) -> Tensor:
+    """``∂h_{t-1}`` (through ``W_hh``) from a recurrent product ``r``: ``r`` as is (NONE),
+    ``r ∘ m`` (TIED) or ``Σ_k r_k ∘ m_k`` (UNTIED, ``r`` viewed as ``(G, B, H)``)."""
+    if r_mode == MaskMode.NONE:
+        return r
+    if r_mode == MaskMode.TIED:
+        return r * m
+    return (r.view(m.shape) * m).sum(0)
+
+
+def weight_grad(d: Tensor, h0: Tensor, out: Tensor, m: Optional[Tensor], mode: MaskMode,
+                packed: bool) -> Tensor:
+    """``dW_hh = Σ_t d_tᵀ (h_{t-1} ∘ m)`` as one product (one per gate block if untied);
+    ``d`` is ``(T, B, G*H)``, ``h_{t-1}`` is rebuilt from ``h0`` and ``out`` (T, B, H)."""
+    T, B, G = d.shape
+    H = out.shape[2]
+    hs = torch.cat([h0.unsqueeze(0), out[:-1]]).view(T * B, H)
+    d2 = d.view(T * B, G)
+    if mode == MaskMode.NONE:
+        return mm_tn(d2, hs, packed)
+    if mode == MaskMode.TIED:
+        return mm_tn(d2, (hs.view(T, B, H) * m).view(T * B, H), packed)
+    blocks = [mm_tn(d2[:, k * H:(k + 1) * H], (hs.view(T, B, H) * m[k]).view(T * B, H), packed)
+              for k in range(G // H)]
+    return torch.cat(blocks)
+
+
+def masked_h0(h0: Tensor, m: Optional[Tensor], mode: MaskMode) -> Tensor:
+    """The first step's product input ``h0 ∘ m`` (``(B, H)`` tied, ``(G, B, H)`` untied; ``h0``
+    itself without a mask). The fused forward kernels then write each next ``h ∘ m`` into this
+    same buffer, after the step's product has read it."""
+    if mode == MaskMode.NONE:
+        return h0
+    return (h0 * m if mode == MaskMode.TIED else h0.unsqueeze(0) * m).contiguous()
+
+
+def ptr_steps(x: Tensor):
+    """(base address, bytes per time step) of a contiguous (T, ...) tensor."""
+    return x.data_ptr(), x[0].numel() * x.element_size() if x.shape[0] else 0
+
+
+def forward_steps(step, out: Tensor, h0: Tensor, w: Tensor, m: Optional[Tensor],
+                  mode: MaskMode, packed: bool, add: Optional[Tensor] = None) -> None:
+    """The forward loop around a fused C step kernel. For t = 0 … T-1: the recurrent product
+    ``pre = (h_{t-1} ∘ m) W_hhᵀ`` (plus ``add[t]``, fused by oneDNN, when the mask is tied or
+    absent), then ``step(t, pre, s_pg, s_pb, hm)``: the kernel reads gate k of sample b,
+    unit j at ``pre[k*s_pg + b*s_pb + j]``, writes ``h_t`` to ``out[t]`` and, with a mask,
+    ``h_t ∘ m`` to the address ``hm`` (None without a mask), the next step's product input."""
+    T, B, H = out.shape
+    G = w.shape[0] // H
+    untied = mode == MaskMode.UNTIED
+    hm = masked_h0(h0, m, mode)
+    hm_ptr = None if mode == MaskMode.NONE else hm.data_ptr()
+    if untied:
+        wb = w.view(G, H, H).transpose(1, 2)  # gate k: (h ∘ m_k) @ W_kᵀ
+    else:
+        lin = Linear(w, B, packed)
+    for t in range(T):
+        if untied:
+            pre = torch.bmm(hm, wb)                                      # (G, B, H)
+            s_pg, s_pb = B * H, H
+        else:
+            pre = lin(hm) if add is None else lin.add(hm, add[t])        # (B, G*H)
+            s_pg, s_pb = H, pre.stride(0)
+        step(t, pre.data_ptr(), s_pg, s_pb, hm_ptr)
+        if hm_ptr is None:
+            hm = out[t]
+
+
+def reverse_steps(step, d: Tensor, dhT: Tensor, w: Tensor, m: Optional[Tensor],
+                  mode: MaskMode, packed: bool, need_h0: bool) -> Optional[Tensor]:
+    """The reverse loop of every backward pass (a step is one fused C call or the torch ops
+    of ``_lstm._backward_loop``/``_gru._backward_loop``). For t = T-1 … 0:
+    ``step(t, r, r_mode)`` runs step t given the recurrent product ``r`` from step t+1
+    (``dhT`` at the last step, not to be written to) in the layout ``r_mode`` (see
+    ``rec_product``), and writes ``d[t]``, the step's gradient through ``W_hh``; then
+    ``r = d[t] @ W_hh``. Returns ``∂h_0`` through ``W_hh`` when ``need_h0`` (else None)."""
+    T, B = d.shape[:2]
+    r, r_mode = dhT.contiguous(), MaskMode.NONE
+    rec = rec_product(w, m, mode, B, packed)
+    for t in range(T - 1, -1, -1):
+        step(t, r, r_mode)
+        if t > 0 or need_h0:
+            r, r_mode = rec(d[t])
+    return rec_grad(r, r_mode, m) if need_h0 else None
