@@ -95,7 +95,7 @@ class Case:
             self.targets = zipf.sample(n, generator=g).to(device)
         else:
             self.module = RNNLanguageModel(vocab, hidden, num_layers=1, output=kind,
-                                           output_params=params).to(device)
+                                           **params).to(device)
             self.x = zipf.sample(n, generator=g).view(bptt, batch).to(device)
             self.y = zipf.sample(n, generator=g).view(bptt, batch).to(device)
             self.state = self.module.init_state(batch, device)
@@ -201,7 +201,7 @@ def run_vocab(args, vocab, what, device):
     label = "output layer only (fed by a (T·B, H) hidden state)" if what == "layer" else \
         "whole LM step (embedding + 1-layer LSTM + output layer, clip, SGD)"
     print(f"\nV = {vocab}, {label}; H = {args.hidden}, T = {args.bptt}, B = {args.batch}")
-    head = f"| variant | ms/step | tokens/s | speed-up vs full | saved MB | saved / full |"
+    head = "| variant | ms/step | tokens/s | speed-up vs full | saved MB | saved / full |"
     sep = "|---|---|---|---|---|---|"
     if peak:
         head += " peak RSS growth MB | peak / full |"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -33,12 +32,12 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from rnndrop import checkpoint as ckpt  # noqa: E402
 from rnndrop.config import RunConfig  # noqa: E402
 from rnndrop.data.text import batchify  # noqa: E402
 from rnndrop.evaluate import perplexity  # noqa: E402
-from rnndrop.models.lm import RNNLanguageModel  # noqa: E402
-from rnndrop.train import LMTrainer, load_corpus_for  # noqa: E402
+from rnndrop.data.lm import load_lm_corpus  # noqa: E402
+from rnndrop.runs import load_run  # noqa: E402
+from rnndrop.train import LMTrainer  # noqa: E402
 
 
 def default_root():
@@ -117,11 +116,8 @@ def run(args, corpus, valid, output, ref_steps, log):
     log(f"{output}: {trainer.state.step} steps in {spent:.0f} s, valid ppl "
         f"{rec['same_time']['valid_ppl']:.1f}, load {rec['load_start']} -> {rec['load_end']}")
     if output != "full":    # the checkpoint interchanges with a full-softmax model
-        st = ckpt.load(out / "last.pt")
         if output == "sampled":
-            full_cfg = make_cfg(args, "full")
-            full = RNNLanguageModel.from_config(len(corpus.vocab), full_cfg.model)
-            full.load_state_dict(st["model"])
+            full = load_run(out / "last.pt", ["model.output=full"]).model
             small = batchify(corpus.valid[: 5001], 10)
             a = perplexity(trainer.model, small, args.bptt)
             b = perplexity(full, small, args.bptt)
@@ -166,7 +162,7 @@ def main():
     log(f"softmax_ppl: {vars(args)}; torch {torch.__version__}, {os.cpu_count()} CPUs, "
         f"threads {torch.get_num_threads()}, load {load()}")
     t0 = time.perf_counter()
-    corpus = load_corpus_for(make_cfg(args, "full"))
+    corpus = load_lm_corpus(make_cfg(args, "full").data)
     log(f"imdb-lm corpus: V = {len(corpus.vocab)}, train {corpus.train.numel()}, valid "
         f"{corpus.valid.numel()}, test {corpus.test.numel()} tokens ({time.perf_counter() - t0:.0f} s)")
     valid = batchify(corpus.valid[: args.eval_tokens + 1], 10)

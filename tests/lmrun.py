@@ -89,3 +89,24 @@ def assert_same_run(a_dir: Path, b_dir: Path) -> None:
     steps = [(Path(d) / "steps.jsonl").read_text() for d in (a_dir, b_dir)]
     assert steps[0] == steps[1], "steps.jsonl differs"
     assert len(steps[0].splitlines()) == a["train_state"]["step"]
+
+
+def stopped_then_resumed(corpus, run_dir: Path, over: dict, steps: int):
+    """A run of ``tiny_lm_config(**over)`` stopped after ``steps`` steps (``max_steps``), then
+    resumed to the end in a fresh trainer; returns that trainer."""
+    from rnndrop.train import LMTrainer
+    part = LMTrainer(tiny_lm_config(**over, **{"train.max_steps": steps}), corpus, run_dir, **QUIET)
+    part.train()
+    resumed = LMTrainer(tiny_lm_config(**over), corpus, run_dir, **QUIET)
+    resumed.resume(Path(run_dir) / "last.pt")
+    resumed.train()
+    return resumed
+
+
+def assert_same_weights(a, b) -> None:
+    """Two trainers (or modules) hold the same weights, bit for bit."""
+    a = getattr(a, "model", a).state_dict()
+    b = getattr(b, "model", b).state_dict()
+    assert list(a) == list(b)
+    for n in a:
+        assert torch.equal(a[n], b[n]), n

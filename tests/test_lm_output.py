@@ -86,10 +86,10 @@ def test_sampled_lm_trains_and_evaluates_with_full_softmax(tmp_path, data_dir, c
     assert not any("sampler" in k for k in st["model"])
     cfg = RunConfig.from_dict(st["config"])
     assert cfg.model.output == "sampled"
-    sampled = RNNLanguageModel.from_config(V, cfg.model)
+    sampled = RNNLanguageModel.from_config(cfg.model, V)
     sampled.load_state_dict(st["model"])
     cfg.model.output = "full"
-    full = RNNLanguageModel.from_config(V, cfg.model)
+    full = RNNLanguageModel.from_config(cfg.model, V)
     full.load_state_dict(st["model"])
     assert isinstance(sampled.decoder, SampledSoftmax) and isinstance(full.decoder, FullSoftmax)
     test = batchify(corpus.test, cfg.train.eval_batch_size)
@@ -117,7 +117,7 @@ def test_sampled_training_loss_differs_from_full_in_train_mode(corpus):
     V = len(corpus.vocab)
     m = tiny_cfg(**{"model.output": "sampled", "model.num_sampled": 8}).model
     torch.manual_seed(0)
-    model = RNNLanguageModel.from_config(V, m)
+    model = RNNLanguageModel.from_config(m, V)
     x = batchify(corpus.train, 4)[:11]
     h, _ = model(x[:-1])
     model.train()
@@ -138,11 +138,11 @@ def test_unigram_counts_reach_the_sampler(tmp_path, corpus):
     assert bool((sampler.probs > 0).all())                # every id can be drawn
     # A model that needs counts but gets none says so.
     with pytest.raises(ValueError, match="counts"):
-        RNNLanguageModel.from_config(len(corpus.vocab), cfg.model)
+        RNNLanguageModel.from_config(cfg.model, len(corpus.vocab))
     # Counts are not part of the state dict; the log-uniform sampler needs none.
     assert set(trainer.model.decoder.state_dict()) == {"weight", "bias"}
     cfg.model.sampler = "log_uniform"
-    assert RNNLanguageModel.from_config(len(corpus.vocab), cfg.model).decoder.sampler.num_classes \
+    assert RNNLanguageModel.from_config(cfg.model, len(corpus.vocab)).decoder.sampler.num_classes \
         == len(corpus.vocab)
 
 
@@ -161,10 +161,10 @@ def test_unigram_trained_checkpoint_evaluates_from_the_cli(tmp_path, data_dir, c
 def test_unique_false_switches_off_accidental_hit_removal(corpus):
     m = tiny_cfg(**{"model.output": "sampled", "model.num_sampled": 8,
                     "model.unique": "false"}).model
-    dec = RNNLanguageModel.from_config(len(corpus.vocab), m).decoder
+    dec = RNNLanguageModel.from_config(m, len(corpus.vocab)).decoder
     assert dec.unique is False and dec.remove_accidental_hits is False   # the consistent pair
     m.unique = True
-    dec = RNNLanguageModel.from_config(len(corpus.vocab), m).decoder
+    dec = RNNLanguageModel.from_config(m, len(corpus.vocab)).decoder
     assert dec.unique is True and dec.remove_accidental_hits is True
 
 

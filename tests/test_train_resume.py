@@ -7,7 +7,8 @@ import random
 import pytest
 import torch
 
-from lmrun import LM_SCHEMES, QUIET, assert_same_run, tiny_lm_config, write_lm_corpus
+from lmrun import (LM_SCHEMES, QUIET, assert_same_run, assert_same_weights,
+                   stopped_then_resumed, tiny_lm_config, write_lm_corpus)
 from rnndrop import checkpoint as ckpt
 from rnndrop import rundir
 from rnndrop.data.text import load_corpus
@@ -174,7 +175,7 @@ def test_throughput_after_an_interrupt_counts_the_time_before_it(corpus, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         tr.train()
     es = ckpt.load(out / "last.pt")["train_state"]["epoch_stats"]
-    assert es["steps"] == 8 and es["seconds"] == pytest.approx(8.0)
+    assert es["clip"]["steps"] == 8 and es["seconds"] == pytest.approx(8.0)
     tr = LMTrainer(cfg, corpus, out, **QUIET)
     tr.resume(out / "last.pt")
     tr.hook = tick
@@ -226,3 +227,34 @@ def test_a_new_run_does_not_overwrite_an_old_one(corpus, tmp_path):
     assert (out / "last.pt").read_bytes() == before
     assert torch.equal(ckpt.load(out / "last.pt")["model"]["decoder.bias"],
                        tr.model.state_dict()["decoder.bias"])
+
+
+@pytest.mark.parametrize("scheme", ["variational", "zaremba"])
+def test_resume_continues_the_same_trajectory(lm_corpus, tmp_path, scheme):
+    over = {"model.scheme": scheme, "train.epochs": 2, "train.variable_bptt": "true"}
+    if scheme == "variational":
+        over.update({"model.dropout_embedding": 0.1, "model.dropout_hidden": 0.3,
+                     "model.dropout_input": 0.3, "model.dropout_output": 0.3,
+                     "model.tied_masks": "false", "train.weight_decay": 1e-4})
+    else:
+        over["model.dropout"] = 0.3
+    full = LMTrainer(tiny_lm_config(**over), lm_corpus, tmp_path / "full", **QUIET)
+    full.train()
+    # Interrupted after 7 steps (mid-epoch 1), then resumed in a fresh trainer.
+    resumed = stopped_then_resumed(lm_corpus, tmp_path / "part", over, 7)
+    assert_same_weights(full, resumed)
+    assert full.state.history[-1]["valid_ppl"] == resumed.state.history[-1]["valid_ppl"]
+
+
+def test_vocabulary_mismatch_is_clear(tmp_path):
+    d1 = write_lm_corpus(tmp_path / "d1")
+    d2 = tmp_path / "d2"
+    d2.mkdir()
+    for s in ("train", "valid", "test"):
+        (d2 / f"ptb.{s}.txt").write_text("completely different words <unk>\n" * 20)
+    tr = LMTrainer(tiny_lm_config(**{"train.epochs": 1}), load_corpus(d1, layout="ptb"), tmp_path / "r",
+                   **QUIET)
+    tr.train()
+    other = LMTrainer(tiny_lm_config(), load_corpus(d2, layout="ptb"), tmp_path / "r2", **QUIET)
+    with pytest.raises(Exception, match="(?i)vocab"):
+        other.resume(tmp_path / "r" / "last.pt")

@@ -130,8 +130,8 @@ def require(state: dict, keys: Iterable[str], path: str | os.PathLike) -> dict:
     missing = [k for k in keys if k not in state]
     if missing:
         raise CheckpointError(f"{path} is an rnndrop checkpoint without "
-                              f"{', '.join(repr(k) for k in missing)}: it was not written by "
-                              f"rnndrop train, or it is damaged")
+                              f"{', '.join(repr(k) for k in missing)}: not a language-model "
+                              f"checkpoint of rnndrop train, or it is damaged")
     return state
 
 

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .data.text import bptt_windows
+
 
 def exp_or_inf(x: float) -> float:
     """``exp(x)`` for a perplexity, ``inf`` where it overflows (a diverged loss past ~709 nats
@@ -24,12 +26,6 @@ def exp_or_inf(x: float) -> float:
         return math.exp(x)
     except OverflowError:
         return math.inf
-
-
-def _windows(source: Tensor, bptt: int):
-    for i in range(0, source.shape[0] - 1, bptt):
-        n = min(bptt, source.shape[0] - 1 - i)
-        yield source[i:i + n], source[i + 1:i + 1 + n]
 
 
 @torch.no_grad()
@@ -79,12 +75,12 @@ def _token_logp(model, source: Tensor, bptt: int, samples: int, progress: bool) 
     # alive between each window's large (T, S*B, V) temporaries fragment the CPU heap, and the
     # process then grew by ~3 GB over a PTB validation pass instead of reusing that memory.
     out = torch.empty(samples, source.shape[0] - 1, B, dtype=torch.float32)
-    windows = _windows(source, bptt)
+    windows = bptt_windows(source, bptt)
     if progress:
         windows = tqdm(windows, total=math.ceil((source.shape[0] - 1) / bptt), desc="eval",
                        leave=False)
     i = 0
-    for x, y in windows:
+    for _, x, y in windows:
         x, y = x.to(device).repeat(1, samples), y.to(device).repeat(1, samples)
         hidden, state = model(x, state)
         lp = model.log_prob(hidden)                                   # (T, S*B, V)

@@ -27,23 +27,23 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
 
+from . import _plot
 from . import checkpoint as ckpt
 from . import rundir
-from .config import RunConfig, model_differences
-from .diagnostics import clip_grad_norm
+from ._signals import StopSignals
+from .clipping import ClipMonitor, clip_grad_norm
+from .config import RunConfig
+from .data.text import batchify, bptt_windows, check_vocab
 from .evaluate import exp_or_inf, perplexity
 from .models.lm import RNNLanguageModel
+from .runs import restore_weights
 
 
 class TrainingDiverged(RuntimeError):
@@ -79,21 +79,6 @@ def _set_rng_state(st: dict, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def _windows(source, start, bptt, variable, gen):
-    """Yield ``(position, x, y)`` from ``start``; variable-length BPTT as in AWD-LSTM."""
-    i, n = start, source.shape[0]
-    while i < n - 1:
-        if variable:
-            base = bptt if torch.rand(1, generator=gen).item() < 0.95 else bptt / 2
-            seq = max(5, int(torch.normal(torch.tensor(float(base)), torch.tensor(5.0),
-                                          generator=gen).item()))
-        else:
-            seq = bptt
-        seq = min(seq, n - 1 - i)
-        yield i, source[i:i + seq], source[i + 1:i + 1 + seq]
-        i += seq
-
-
 class LMTrainer:
     """Trains an :class:`RNNLanguageModel` on a corpus according to a :class:`RunConfig`.
 
@@ -122,13 +107,11 @@ class LMTrainer:
         torch.manual_seed(t.seed)
         self.gen = torch.Generator().manual_seed(t.seed)
         vocab_size = len(corpus.vocab)
-        self.model = RNNLanguageModel.from_config(
-            vocab_size, cfg.model, counts=getattr(corpus.vocab, "counts", None)).to(self.device)
+        self.model = RNNLanguageModel.from_config(cfg.model, corpus.vocab).to(self.device)
         if t.optimizer == "sgd":
             self.opt = torch.optim.SGD(self.model.parameters(), lr=t.lr)
         else:
             self.opt = torch.optim.Adam(self.model.parameters(), lr=t.lr)
-        from .data.text import batchify
         self.train_data = batchify(corpus.train, t.batch_size)
         self.valid_data = batchify(corpus.valid, t.eval_batch_size)
         self.test_data = batchify(corpus.test, t.eval_batch_size)
@@ -139,8 +122,8 @@ class LMTrainer:
         self.hook = None
         self._step_log: list[str] = []
         self._rng_snap = None          # RNG state after the last committed step
-        self._defer = False            # True while a commit or a checkpoint write runs
-        self._pending_signal = None
+        self._signals = StopSignals()
+        self.clip = ClipMonitor()      # this epoch's clipping record (checkpointed)
         self._tic = None               # start of the time not yet added to epoch_stats
         self.out.mkdir(parents=True, exist_ok=True)
 
@@ -162,7 +145,8 @@ class LMTrainer:
         """Write a checkpoint of the state as it is now (a step boundary). Refuses, restoring
         the last good one, when the model has diverged."""
         self._check_sane()
-        with self._held_signals():
+        self.state.epoch_stats["clip"] = self.clip.state_dict()
+        with self._signals.hold():
             if name == "last.pt":
                 self._flush_step_log()      # the log first: a resume cuts it back if need be
             return ckpt.save(self.state_dict(), self.out / name)
@@ -174,11 +158,9 @@ class LMTrainer:
         self._step_log.clear()
 
     def load_state_dict(self, st: dict, path="checkpoint") -> None:
-        from .data.text import check_vocab
         ckpt.require(st, self.CHECKPOINT_KEYS, path)
         check_vocab(st["vocab"], self.corpus, source=str(path))
-        ckpt.load_weights(self.model, st["model"], path,
-                          hint=model_differences(st["config"], self.cfg))
+        restore_weights(self.model, st, path, self.cfg)
         self._step_log.clear()   # steps after the checkpoint are replayed, not kept twice
         self.opt.load_state_dict(st["optimizer"])
         _set_rng_state(st["rng"], self.gen)
@@ -186,6 +168,13 @@ class LMTrainer:
         ts = st["train_state"]
         self.state = TrainState(ts["epoch"], ts["position"], ts["step"], ts["best_val"],
                                 list(ts["history"]), dict(ts["epoch_stats"]))
+        self.clip = ClipMonitor()
+        es = self.state.epoch_stats
+        if "clip" in es:
+            self.clip.load_state_dict(es["clip"])
+        elif "steps" in es:      # a checkpoint of rnndrop <= 2026-12-01 kept its own counters
+            self.clip.steps = self.clip.finite_steps = es["steps"]
+            self.clip.clipped, self.clip.norm_sum = es["clipped"], es["grad_norm"]
         self._rng_snap = _rng_state(self.gen)
 
     def resume(self, path: str | os.PathLike) -> None:
@@ -231,46 +220,13 @@ class LMTrainer:
         if self.hook is not None:
             self.hook(point)
 
-    @contextmanager
-    def _held_signals(self):
-        """Hold Ctrl-C / SIGTERM back until the block is done (a commit, a checkpoint write)."""
-        outer = self._defer
-        self._defer = True
-        try:
-            yield
-        finally:
-            self._defer = outer
-        if not outer and self._pending_signal is not None:
-            self._pending_signal = None
-            raise KeyboardInterrupt
-
-    @contextmanager
-    def _signals(self):
-        """SIGINT and SIGTERM (a job scheduler's polite kill) raise KeyboardInterrupt, or are held
-        while a commit or a checkpoint write runs."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._defer:
-                self._pending_signal = signum
-            else:
-                raise KeyboardInterrupt
-        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-
     def train(self, max_minutes: float = 0.0) -> dict:
         """Train until the configured number of epochs (or ``max_steps`` / ``max_minutes``);
         returns the final metrics. Ctrl-C / SIGTERM save a checkpoint of the last completed
         step and re-raise KeyboardInterrupt."""
         t = self.cfg.train
         deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
-        with rundir.RunLock(self.out), self._signals():
+        with rundir.RunLock(self.out), self._signals.installed():
             self._prepare_directory()
             self._rng_snap = _rng_state(self.gen)
             try:
@@ -316,8 +272,8 @@ class LMTrainer:
         model.train()
         if st.position == 0:
             self.hidden = None
-            st.epoch_stats = {"loss": 0.0, "tokens": 0, "seconds": 0.0, "clipped": 0,
-                              "grad_norm": 0.0, "steps": 0}
+            st.epoch_stats = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
+            self.clip.reset()
         es = st.epoch_stats
         n = self.train_data.shape[0] - 1
         B = self.train_data.shape[1]
@@ -325,14 +281,15 @@ class LMTrainer:
                    unit="tok", unit_scale=True, disable=not self.progress, leave=False)
         self._tic = time.perf_counter()
         self._last_log = time.monotonic()
-        windows = _windows(self.train_data, st.position, t.bptt, t.variable_bptt, self.gen)
+        windows = bptt_windows(self.train_data, t.bptt, start=st.position, variable=t.variable_bptt,
+                               generator=self.gen)
         try:
             for pos, x, y in windows:
                 self._at("window")
                 self._step(pos, x.to(self.device), y.to(self.device), lr)
                 self._at("commit")
                 bar.update(x.numel())
-                if es["steps"] % 20 == 0:
+                if self.clip.steps % 20 == 0:
                     bar.set_postfix(ppl=f"{exp_or_inf(es['loss'] / es['tokens']):.1f}",
                                     lr=f"{self.opt.param_groups[0]['lr']:.3g}")
                 if not self.progress and self._log_due():
@@ -382,7 +339,8 @@ class LMTrainer:
         if not clip.finite:
             self._restore_last_good(f"non-finite gradient norm at epoch {st.epoch}, step {st.step + 1}")
         self._at("clip")
-        with self._held_signals():
+        with self._signals.hold():
+            self.clip.update(clip)
             for g in self.opt.param_groups:
                 g["lr"] = lr * scale
             self.opt.step()
@@ -395,11 +353,8 @@ class LMTrainer:
             ntok = y.numel()
             es["loss"] += loss_v * ntok
             es["tokens"] += ntok
-            es["clipped"] += int(clip.clipped)
-            es["grad_norm"] += clip.total_norm
             self._step_log.append(f'{{"step": {st.step + 1}, "loss": {loss_v:.6g}, '
                                   f'"grad_norm": {clip.total_norm:.6g}, "clipped": {str(clip.clipped).lower()}}}')
-            es["steps"] += 1
             st.step += 1
             st.position = pos + x.shape[0]
             self._rng_snap = _rng_state(self.gen)
@@ -421,7 +376,7 @@ class LMTrainer:
         return (f"epoch {st.epoch} | step {st.step} | {100 * st.position / n:5.1f}% of epoch | "
                 f"loss {mean:.3f} | ppl {exp_or_inf(mean):.1f} | lr {lr:.4g} | "
                 f"{es['tokens'] / max(secs, 1e-9):.0f} tokens/s | "
-                f"clipped {100 * es['clipped'] / max(es['steps'], 1):.0f}%")
+                f"clipped {100 * self.clip.fraction_clipped:.0f}%")
 
     def _end_epoch(self, lr: float) -> None:
         st, t = self.state, self.cfg.train
@@ -430,11 +385,11 @@ class LMTrainer:
         rec = {"epoch": st.epoch, "lr": lr, "train_ppl": exp_or_inf(es["loss"] / es["tokens"]),
                "valid_ppl": val, "epoch_seconds": es["seconds"],
                "tokens_per_s": es["tokens"] / max(es["seconds"], 1e-9),
-               "mean_grad_norm": es["grad_norm"] / max(es["steps"], 1),
-               "clipped_fraction": es["clipped"] / max(es["steps"], 1),
+               "mean_grad_norm": self.clip.mean_norm if self.clip.steps else 0.0,
+               "clipped_fraction": self.clip.fraction_clipped,
                "step": st.step}
         self._at("epoch_end")
-        with self._held_signals():
+        with self._signals.hold():
             st.history.append(rec)
             improved = val < st.best_val
             st.best_val = min(st.best_val, val)
@@ -462,7 +417,7 @@ class LMTrainer:
         best = self.out / "best.pt"
         if best.is_file():
             st = ckpt.require(ckpt.load(best, map_location=self.device), ("model",), best)
-            ckpt.load_weights(self.model, st["model"], best)
+            ckpt.load_weights(self.model, st["model"], best)   # this run's own: same config
         res = {"valid_ppl": perplexity(self.model, self.valid_data, t.bptt),
                "test_ppl": perplexity(self.model, self.test_data, t.bptt)}
         if t.mc_samples:
@@ -484,11 +439,9 @@ def default_mc_batch(model, t) -> int:
 
 
 def plot_learning_curve(history: list, path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Train and valid perplexity per epoch, log scale."""
+    fig, (ax,) = _plot.figure(size=(5, 3.5))
     ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=90)
     ax.plot(ep, [h["train_ppl"] for h in history], "o-", label="train")
     ax.plot(ep, [h["valid_ppl"] for h in history], "s-", label="valid")
     ax.set_xlabel("epoch")
@@ -496,24 +449,4 @@ def plot_learning_curve(history: list, path) -> Path:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
-
-
-def load_corpus_for(cfg: RunConfig, data_dir: Optional[str] = None):
-    """The corpus a config names: ``data_dir`` (or ``cfg.data.dir``), else the data root."""
-    from .data import text
-    d = data_dir or cfg.data.dir
-    if cfg.data.layout == "imdb-lm":          # the data root (holding imdb/), else $RNNDROP_DATA
-        from .data.imdb_lm import load_imdb_lm
-        return load_imdb_lm(d, max_vocab=cfg.data.max_vocab, min_count=cfg.data.min_count)
-    if cfg.data.layout == "ptb" and d is None:
-        return text.load_ptb()
-    if d is None:
-        raise ValueError(f"data.dir must be set for layout {cfg.data.layout!r}")
-    if cfg.data.layout == "ptb" and not (Path(d) / "ptb.train.txt").exists() \
-            and (Path(d) / "ptb" / "ptb.train.txt").exists():
-        d = str(Path(d) / "ptb")
-    return text.load_corpus(d, layout=cfg.data.layout, unk=cfg.data.unk)
+    return _plot.save(fig, path)

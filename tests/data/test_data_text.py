@@ -3,7 +3,7 @@ import torch
 
 from rnndrop.data import _download
 from rnndrop.data._download import DataError
-from rnndrop.data.text import (Vocabulary, batchify, bptt_batches, check_vocab, load_corpus,
+from rnndrop.data.text import (Vocabulary, batchify, bptt_windows, check_vocab, load_corpus,
                                load_ptb, lm_corpus_from_texts)
 
 
@@ -61,9 +61,9 @@ def test_batchify_and_windows_cover_stream_once():
     data = torch.arange(103)
     src = batchify(data, 4)
     assert src.shape == (25, 4) and src[0, 1] == 25      # column b is stream b
-    xs, ys = zip(*bptt_batches(src, 7))
+    _, xs, ys = zip(*bptt_windows(src, 7))
     assert torch.equal(torch.cat(xs), src[:-1]) and torch.equal(torch.cat(ys), src[1:])
-    assert torch.equal(torch.cat([x for x, _ in bptt_batches(src, 7, start=14)]), src[14:-1])
+    assert torch.equal(torch.cat([x for _, x, _ in bptt_windows(src, 7, start=14)]), src[14:-1])
     with pytest.raises(DataError, match="too short"):
         batchify(torch.arange(3), 4)
 
@@ -84,7 +84,7 @@ def test_lm_corpus_from_texts_sorted_and_unk():
 
 
 def test_checksum_mismatch_and_offline_message(tmp_path, monkeypatch):
-    root = ptb(tmp_path / "r")          # not the real PTB: checksums fail
+    ptb(tmp_path / "r")          # not the real PTB: checksums fail
     with pytest.raises(DataError, match="checksum mismatch"):
         load_ptb(tmp_path / "r")
 

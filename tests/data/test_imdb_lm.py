@@ -9,7 +9,7 @@ from rnndrop.config import RunConfig
 from rnndrop.data._download import DataError
 from rnndrop.data.imdb import tokenize
 from rnndrop.data.imdb_lm import imdb_root, load_imdb_lm
-from rnndrop.train import load_corpus_for
+from rnndrop.data.lm import load_lm_corpus
 
 # 10 training reviews (5 per class) and 4 test reviews. "the" is the most frequent word, then
 # "film"; every training review has a word of its own, seen once in train (→ <unk>).
@@ -109,7 +109,7 @@ def test_trainer_layout_imdb_lm(fake_root):
     cfg = RunConfig()
     cfg.data.layout = "imdb-lm"
     cfg.data.max_vocab = 6
-    c = load_corpus_for(cfg, str(fake_root))
+    c = load_lm_corpus(cfg.data, str(fake_root))
     assert len(c.vocab) == 6
     assert c.vocab.itos == load_imdb_lm(fake_root, max_vocab=6).vocab.itos
 

@@ -190,10 +190,21 @@ def batchify(data: Tensor, batch_size: int) -> Tensor:
     return data[: n * batch_size].view(batch_size, n).t().contiguous()
 
 
-def bptt_batches(source: Tensor, bptt: int, start: int = 0):
-    """Yield ``(x, y)`` windows ``(T, B)`` of a batchified stream from position ``start``; ``y`` is
-    ``x`` shifted by one. Fixed-length windows cover every position exactly once (the trainer
-    has the variable-length version)."""
-    for i in range(start, source.shape[0] - 1, bptt):
-        n = min(bptt, source.shape[0] - 1 - i)
-        yield source[i:i + n], source[i + 1:i + 1 + n]
+def bptt_windows(source: Tensor, bptt: int, start: int = 0, variable: bool = False,
+                 generator: Optional[torch.Generator] = None):
+    """Yield ``(position, x, y)`` windows ``(T, B)`` of a batchified stream from ``start``; ``y``
+    is ``x`` shifted by one and ``position`` the index of ``x``'s first row. Fixed-length windows
+    cover every position exactly once. ``variable=True``: AWD-LSTM's variable length, ``bptt``
+    with probability 0.95 else ``bptt / 2``, then ``N(that, 5)``, at least 5 (drawn from
+    ``generator`` when the window is reached, so a resumed run draws the same lengths)."""
+    i, n = start, source.shape[0]
+    while i < n - 1:
+        if variable:
+            base = bptt if torch.rand(1, generator=generator).item() < 0.95 else bptt / 2
+            seq = max(5, int(torch.normal(torch.tensor(float(base)), torch.tensor(5.0),
+                                          generator=generator).item()))
+        else:
+            seq = bptt
+        seq = min(seq, n - 1 - i)
+        yield i, source[i:i + seq], source[i + 1:i + 1 + seq]
+        i += seq

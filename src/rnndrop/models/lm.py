@@ -13,30 +13,50 @@ No training code here.
 """
 from __future__ import annotations
 
-from typing import Optional
+import dataclasses
+from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
+from ..config import SCHEMES, ModelConfig
 from ..dropout import EmbeddingDropout
 from ..rnn import LSTM
-
-SCHEMES = ("none", "zaremba", "variational")
+from ..softmax import make_output_layer
 
 
 class RNNLanguageModel(nn.Module):
-    """Shapes: ``tokens`` ``(T, B)`` int64 → hidden ``(T, B, H)``; state ``(h, c)`` each
-    ``(num_layers, B, H)``. ``loss(hidden, targets)`` gives the mean NLL per token and
-    ``log_prob(hidden)`` the full log-softmax ``(T, B, V)``."""
+    """Word-level LSTM language model.
 
-    def __init__(self, vocab_size: int, hidden_size: int = 200, num_layers: int = 2,
+    Args:
+        vocab: the vocabulary size, or a vocabulary with ``len()`` and ``counts`` (a
+            :class:`rnndrop.data.Vocabulary`: its train counts feed ``sampler="unigram"``,
+            whose proposal is then ``(counts + 1) ** alpha``; +1 keeps unseen words sampleable).
+        Every other argument is a field of :class:`rnndrop.config.ModelConfig`, with the same
+        name, default and meaning (a recipe's ``[model]`` table): ``hidden_size``,
+        ``num_layers``, ``emb_size``, ``scheme`` (none / zaremba / variational), ``dropout``
+        (zaremba), ``dropout_embedding`` / ``dropout_input`` / ``dropout_hidden`` /
+        ``dropout_output`` (variational), ``tied_masks`` (variational: one mask for all gates,
+        ``LSTM(tied=...)``), ``tie_weights``, ``init_range``, ``output`` (full / sampled /
+        adaptive) and the output layer's ``num_sampled``, ``sampler``, ``alpha``, ``unique``,
+        ``cutoffs``. :meth:`from_config` passes a ``ModelConfig`` whole.
+
+    Shapes: ``tokens`` ``(T, B)`` int64 → hidden ``(T, B, H)``; state ``(h, c)`` each
+    ``(num_layers, B, H)``. ``loss(hidden, targets)`` gives the mean NLL per token and
+    ``log_prob(hidden)`` the full log-softmax ``(T, B, V)``.
+    """
+
+    def __init__(self, vocab: Union[int, "object"], hidden_size: int = 200, num_layers: int = 2,
                  emb_size: Optional[int] = None, scheme: str = "none", dropout: float = 0.0,
                  dropout_embedding: float = 0.0, dropout_input: float = 0.0,
                  dropout_hidden: float = 0.0, dropout_output: float = 0.0,
                  tied_masks: bool = True, tie_weights: bool = False, init_range: float = 0.1,
-                 output: str = "full", output_params: Optional[dict] = None):
+                 output: str = "full", num_sampled: int = 1024, sampler: str = "log_uniform",
+                 alpha: float = 0.75, unique: bool = True, cutoffs=(2000, 10000)):
         super().__init__()
+        vocab_size = vocab if isinstance(vocab, int) else len(vocab)
+        counts = None if isinstance(vocab, int) else getattr(vocab, "counts")
         check_positive_int(vocab_size, "vocab_size")
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -58,17 +78,24 @@ class RNNLanguageModel(nn.Module):
             drops = dict(dropout_input=dropout, dropout_between=dropout, dropout_output=dropout,
                          variational=False)
         else:
+            # "inputs of every layer": the embedding output and the inputs of layers >= 1
             drops = dict(dropout_input=dropout_input, dropout_between=dropout_input,
                          dropout_hidden=dropout_hidden, dropout_output=dropout_output,
                          variational=True, tied=tied_masks)
         self.rnn = LSTM(emb_size, hidden_size, num_layers, **drops)
-        from ..softmax import make_output_layer
-        self.decoder = make_output_layer(output, hidden_size, vocab_size, **(output_params or {}))
+        self.decoder = make_output_layer(output, hidden_size, vocab_size,
+                                         **_output_params(output, num_sampled, sampler, alpha,
+                                                          unique, cutoffs, counts))
         self.reset_parameters()
         if tie_weights:
             if not hasattr(self.decoder, "weight"):
                 raise ValueError(f"output {output!r} cannot share the embedding matrix")
             self.decoder.weight = self.embedding.weight
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, vocab) -> "RNNLanguageModel":
+        """The model a recipe's ``[model]`` table describes (every field passed as is)."""
+        return cls(vocab, **dataclasses.asdict(config))
 
     def reset_parameters(self) -> None:
         """Zaremba's initialisation: every parameter uniform in [-init_range, init_range]."""
@@ -94,27 +121,18 @@ class RNNLanguageModel(nn.Module):
         return self.decoder.log_prob(hidden.reshape(-1, hidden.shape[-1])).view(
             *hidden.shape[:-1], -1)
 
-    @classmethod
-    def from_config(cls, vocab_size: int, m, counts=None) -> "RNNLanguageModel":
-        """Build from a ``rnndrop.config.ModelConfig``. ``counts``: ``(V,)`` training counts
-        aligned to the ids (``corpus.vocab.counts``), needed by ``sampler="unigram"``, whose
-        proposal is then ``(counts + 1) ** alpha`` (+1: words unseen in training stay
-        sampleable)."""
-        output_params = {}
-        if m.output == "sampled":
-            output_params = {"num_sampled": m.num_sampled, "sampler": m.sampler,
-                             "unique": m.unique, "remove_accidental_hits": m.unique}
-            if str(m.sampler).lower() == "unigram":
-                if counts is None:
-                    raise ValueError("model.sampler='unigram' needs the training counts "
-                                     "(from_config(..., counts=corpus.vocab.counts))")
-                output_params.update(counts=torch.as_tensor(counts, dtype=torch.float64) + 1,
-                                     alpha=m.alpha)
-        elif m.output == "adaptive":
-            output_params = {"cutoffs": list(m.cutoffs)}
-        return cls(vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers,
-                   emb_size=m.emb_size, scheme=m.scheme, dropout=m.dropout,
-                   dropout_embedding=m.dropout_embedding, dropout_input=m.dropout_input,
-                   dropout_hidden=m.dropout_hidden, dropout_output=m.dropout_output,
-                   tied_masks=m.tied_masks, tie_weights=m.tie_weights, init_range=m.init_range,
-                   output=m.output, output_params=output_params)
+
+def _output_params(output, num_sampled, sampler, alpha, unique, cutoffs, counts) -> dict:
+    """Constructor arguments of the output layer ``output`` (the others are not used by it)."""
+    if output == "sampled":
+        params = {"num_sampled": num_sampled, "sampler": sampler, "unique": unique,
+                  "remove_accidental_hits": unique}
+        if str(sampler).lower() == "unigram":
+            if counts is None:
+                raise ValueError("sampler='unigram' needs the training counts: pass the "
+                                 "vocabulary (with .counts), not only its size")
+            params.update(counts=torch.as_tensor(counts, dtype=torch.float64) + 1, alpha=alpha)
+        return params
+    if output == "adaptive":
+        return {"cutoffs": list(cutoffs)}
+    return {}

@@ -7,8 +7,7 @@ from rnndrop import diagnostics as D
 from rnndrop.cli import main
 from rnndrop.config import RunConfig
 
-pytest.importorskip("rnndrop.softmax")   # the language model's output layer
-from rnndrop.models.lm import RNNLanguageModel  # noqa: E402
+from rnndrop.models.lm import RNNLanguageModel
 
 RECIPE = """
 [data]
@@ -57,9 +56,9 @@ def _rows(out: str) -> dict:
 
 
 def test_recipe_with_random_tokens(tmp_path, capsys):
-    png = tmp_path / "plots" / "g.png"
+    png = tmp_path / "plots" / "grad_norms.png"
     rc = main(["diagnose", str(_recipe(tmp_path)), "--vocab-size", "40", "--bptt", "12",
-               "--batch", "4", "--out", str(png)])
+               "--batch-size", "4", "--out", str(png.parent)])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "random tokens" in cap.err and "not found" in cap.err
@@ -77,13 +76,13 @@ def test_recipe_numbers_match_the_library(tmp_path, capsys):
     """The table is grad_norms_over_time on model.rnn with the embedding as input and the LM
     loss, on the same freshly initialised model (seeded) and random tokens."""
     rc = main(["diagnose", str(_recipe(tmp_path)), "--vocab-size", "30", "--bptt", "9",
-               "--batch", "2", "--out", str(tmp_path / "g.png"), "--seed", "5"])
+               "--batch-size", "2", "--out", str(tmp_path / "d"), "--seed", "5"])
     out = capsys.readouterr().out
     assert rc == 0
     from rnndrop.config import load_config
     cfg = load_config(_recipe(tmp_path))
     torch.manual_seed(5)
-    model = RNNLanguageModel.from_config(30, cfg.model).eval()
+    model = RNNLanguageModel.from_config(cfg.model, 30).eval()
     tokens = torch.randint(0, 30, (10, 2), generator=torch.Generator().manual_seed(5))
     emb = model.embedding(tokens[:-1]).detach()
     gn = D.grad_norms_over_time(model.rnn, emb, lambda o: model.loss(o, tokens[1:]))
@@ -99,12 +98,12 @@ def test_loss_on_the_last_step_only(tmp_path, capsys):
     """--loss last: only h_T feeds the loss, so the norms match the library on that loss and
     (for this small init) shrink going back in time."""
     rc = main(["diagnose", str(_recipe(tmp_path)), "--vocab-size", "30", "--bptt", "9",
-               "--batch", "2", "--out", str(tmp_path / "g.png"), "--loss", "last"])
+               "--batch-size", "2", "--out", str(tmp_path / "d"), "--loss", "last"])
     out = capsys.readouterr().out
     assert rc == 0 and "last step only" in out
     from rnndrop.config import load_config
     torch.manual_seed(0)
-    model = RNNLanguageModel.from_config(30, load_config(_recipe(tmp_path)).model).eval()
+    model = RNNLanguageModel.from_config(load_config(_recipe(tmp_path)).model, 30).eval()
     tokens = torch.randint(0, 30, (10, 2), generator=torch.Generator().manual_seed(0))
     emb = model.embedding(tokens[:-1]).detach()
     gn = D.grad_norms_over_time(model.rnn, emb, lambda o: model.loss(o[-1:], tokens[-1:]))
@@ -122,15 +121,15 @@ def test_sampled_softmax_recipe_with_unigram_sampler(tmp_path, capsys):
     p.write_text(RECIPE.format(data=(tmp_path / "nowhere").as_posix()).replace(
         "init_range = 0.1", 'init_range = 0.1\noutput = "sampled"\nsampler = "unigram"\n'
         "num_sampled = 5"))
-    rc = main(["diagnose", str(p), "--vocab-size", "40", "--bptt", "6", "--batch", "2",
-               "--out", str(tmp_path / "g.png")])
+    rc = main(["diagnose", str(p), "--vocab-size", "40", "--bptt", "6", "--batch-size", "2",
+               "--out", str(tmp_path / "d")])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert sorted(_rows(cap.out)) == [0, 1]
 
 
 def test_recipe_without_vocab_size_or_data_is_a_clear_error(tmp_path, capsys):
-    rc = main(["diagnose", str(_recipe(tmp_path)), "--out", str(tmp_path / "g.png")])
+    rc = main(["diagnose", str(_recipe(tmp_path)), "--out", str(tmp_path / "d")])
     assert rc == 2
     assert "--vocab-size" in capsys.readouterr().err
 
@@ -140,7 +139,7 @@ def _checkpoint(tmp_path, vocab=25, hidden=8, layers=2, seed=3):
     cfg.model.hidden_size, cfg.model.num_layers = hidden, layers
     cfg.data.dir = str(tmp_path / "nodata")
     torch.manual_seed(seed)
-    model = RNNLanguageModel.from_config(vocab, cfg.model)
+    model = RNNLanguageModel.from_config(cfg.model, vocab)
     with torch.no_grad():   # make it differ from any fresh initialisation
         model.rnn.weight_hh_l0.mul_(3.0)
     path = ckpt.save({"model": model.state_dict(), "config": cfg.to_dict(),
@@ -150,8 +149,8 @@ def _checkpoint(tmp_path, vocab=25, hidden=8, layers=2, seed=3):
 
 def test_checkpoint(tmp_path, capsys):
     path, model = _checkpoint(tmp_path)
-    png = tmp_path / "g.png"
-    rc = main(["diagnose", str(path), "--bptt", "10", "--batch", "2", "--out", str(png)])
+    png = tmp_path / "d" / "grad_norms.png"
+    rc = main(["diagnose", str(path), "--bptt", "10", "--batch-size", "2", "--out", str(png.parent)])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "checkpoint" in cap.out and "vocabulary 25" in cap.out
@@ -165,7 +164,7 @@ def test_checkpoint(tmp_path, capsys):
 def test_corrupt_and_missing_files_are_clear_errors(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"this is not a checkpoint" * 10)
-    assert main(["diagnose", str(bad), "--out", str(tmp_path / "g.png")]) == 2
+    assert main(["diagnose", str(bad), "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err
     assert "corrupted" in err and "bad.pt" in err and "Traceback" not in err
 
@@ -187,7 +186,7 @@ def test_checkpoint_that_does_not_fit_its_config(tmp_path, capsys):
     st = ckpt.load(path)
     st["config"]["model"]["hidden_size"] = 12
     ckpt.save({k: v for k, v in st.items() if k != "format"}, path)
-    assert main(["diagnose", str(path), "--out", str(tmp_path / "g.png")]) == 2
+    assert main(["diagnose", str(path), "--out", str(tmp_path / "d")]) == 2
     assert "does not fit" in capsys.readouterr().err
 
 
@@ -203,8 +202,8 @@ def test_recipe_with_a_tiny_corpus(tmp_path, capsys):
         if split == "train":
             lines.append("<unk> " + " ".join(words))
         (d / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
-    rc = main(["diagnose", str(_recipe(tmp_path, data="corpus")), "--bptt", "15", "--batch", "3",
-               "--out", str(tmp_path / "g.png")])
+    rc = main(["diagnose", str(_recipe(tmp_path, data="corpus")), "--bptt", "15", "--batch-size", "3",
+               "--out", str(tmp_path / "d")])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "corpus training split" in cap.out and "random tokens" not in cap.err

@@ -1,0 +1,115 @@
+"""``rnndrop train``, ``rnndrop eval`` and ``rnndrop demo``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..config import load_config
+from ..data.lm import load_lm_corpus
+from ..data.text import batchify
+from ..demo import run_demo
+from ..evaluate import perplexity
+from ..runs import config_of, load_run, read_checkpoint
+from ..train import LMTrainer, default_mc_batch
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("demo", help="train a small variational LSTM on a generated task")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=demo_command)
+
+    p = sub.add_parser("train", help="train a language model from a recipe (configs/*.toml)")
+    p.add_argument("config", nargs="?", help="recipe file; optional with --resume CHECKPOINT")
+    _add_set(p)
+    p.add_argument("--data", help="data directory (default: data.dir, else $RNNDROP_DATA)")
+    p.add_argument("--out", help="run directory (default: runs/<recipe name>)")
+    p.add_argument("--resume", nargs="?", const="", metavar="CHECKPOINT",
+                   help="continue a run (default: <out>/last.pt)")
+    p.add_argument("--device", help="cpu or cuda (overrides train.device)")
+    p.add_argument("--max-vocab", type=int, metavar="N",
+                   help="keep the N most frequent training words (imdb-lm; = --set data.max_vocab=N)")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop (with a checkpoint) after this much wall time")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar: a log line every minute (or train.log_every steps)")
+    p.set_defaults(func=train_command)
+
+    p = sub.add_parser("eval", help="perplexity of a checkpoint (optionally MC dropout)")
+    p.add_argument("checkpoint")
+    _add_set(p)
+    p.add_argument("--mc", type=int, default=0, metavar="N", help="MC-dropout samples")
+    p.add_argument("--mc-batch", type=int, default=0, help="samples per pass (0: automatic)")
+    p.add_argument("--split", choices=["test", "valid", "train"], default="test")
+    p.add_argument("--data", help="data directory (default: the checkpoint's)")
+    p.add_argument("--device", help="cpu or cuda (default: cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=eval_command)
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set train.epochs=2 (repeatable)")
+
+
+def demo_command(args) -> int:
+    run_demo(steps=args.steps, seed=args.seed)
+    return 0
+
+
+def _paths(args) -> tuple[Path | None, Path]:
+    """``(checkpoint to resume or None, run directory)`` from --resume / --out / the recipe."""
+    if not args.config and args.resume is None:
+        raise SystemExit("rnndrop train: give a config file (configs/*.toml) or --resume CHECKPOINT")
+    default_out = Path("runs") / Path(args.config).stem if args.config else None
+    out = Path(args.out) if args.out else default_out
+    resume = None
+    if args.resume is not None:
+        if args.resume:
+            resume = Path(args.resume)
+        elif out is not None:
+            resume = out / "last.pt"
+        else:
+            raise SystemExit("--resume needs a checkpoint path when no config is given")
+    if out is None:                      # --resume CHECKPOINT alone: continue in its directory
+        out = resume.parent
+    return resume, out
+
+
+def train_command(args) -> int:
+    resume, out = _paths(args)
+    overrides = list(args.set)
+    if args.max_vocab is not None:   # shortcut for --set data.max_vocab=N (large vocabularies)
+        overrides.append(f"data.max_vocab={args.max_vocab}")
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    if args.config:
+        cfg = load_config(args.config, overrides)
+    else:
+        cfg = config_of(read_checkpoint(resume, keys=("config",)), resume, overrides)
+    corpus = load_lm_corpus(cfg.data, args.data)
+    trainer = LMTrainer(cfg, corpus, out, progress=not args.no_progress)
+    if resume is not None:
+        trainer.resume(resume)
+    print(f"run directory: {out}")
+    trainer.train(max_minutes=args.max_minutes)
+    return 0
+
+
+def eval_command(args) -> int:
+    device = args.device or "cpu"
+    run = load_run(args.checkpoint, args.set, corpus=True, data_dir=args.data, device=device)
+    t = run.config.train
+    data = batchify(getattr(run.corpus, args.split), t.eval_batch_size)
+    ppl = perplexity(run.model, data, t.bptt, progress=not args.no_progress)
+    print(f"{args.split} perplexity (dropout approximation): {ppl:.2f}")
+    if args.mc:
+        torch.manual_seed(args.seed)
+        mc = perplexity(run.model, data, t.bptt, args.mc,
+                        mc_batch=args.mc_batch or default_mc_batch(run.model, t),
+                        progress=not args.no_progress)
+        print(f"{args.split} perplexity (MC dropout, {args.mc} samples): {mc:.2f}")
+    return 0
