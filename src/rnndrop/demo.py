@@ -1,4 +1,5 @@
-"""A one-minute demo: a variational LSTM learns a delayed-recall task generated on the fly.
+"""A one-minute demo: a variational LSTM learns a delayed-recall task generated on the fly
+(:func:`rnndrop.data.synthetic.delayed_recall`).
 
 Each sequence is random tokens; the target at step t is the token seen ``delay`` steps earlier,
 so the network must carry information through its recurrent state — exactly where recurrent
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data.synthetic import delayed_recall
 from .dropout import EmbeddingDropout
 from .rnn import LSTM
 
@@ -29,13 +31,6 @@ class RecallModel(nn.Module):
         return self.head(out)
 
 
-def make_batch(batch: int, length: int, vocab: int, delay: int, generator: torch.Generator):
-    x = torch.randint(0, vocab, (length, batch), generator=generator)
-    y = torch.full_like(x, -100)  # nothing to recall before `delay` steps
-    y[delay:] = x[:-delay]
-    return x, y
-
-
 def run_demo(steps: int = 300, seed: int = 0, vocab: int = 8, delay: int = 3, hidden: int = 64,
              p: float = 0.1, every: int = 25, print_fn=print) -> list[float]:
     """Train and print the loss every ``every`` steps; returns the logged losses."""
@@ -47,7 +42,7 @@ def run_demo(steps: int = 300, seed: int = 0, vocab: int = 8, delay: int = 3, hi
              f"recalls the token seen {delay} steps ago; chance loss = ln {vocab} = {math.log(vocab):.3f}")
     losses, running = [], 0.0
     for step in range(1, steps + 1):
-        x, y = make_batch(32, 20, vocab, delay, gen)
+        x, y = delayed_recall(32, 20, vocab, delay, gen)
         loss = F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1), ignore_index=-100)
         opt.zero_grad()
         loss.backward()
@@ -60,7 +55,7 @@ def run_demo(steps: int = 300, seed: int = 0, vocab: int = 8, delay: int = 3, hi
             running = 0.0
     model.eval()
     with torch.no_grad():
-        x, y = make_batch(256, 20, vocab, delay, gen)
+        x, y = delayed_recall(256, 20, vocab, delay, gen)
         acc = (model(x).argmax(-1) == y)[delay:].float().mean().item()
     print_fn(f"recall accuracy (eval mode, fresh sequences): {acc:.3f}")
     return losses

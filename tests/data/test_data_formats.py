@@ -1,5 +1,4 @@
 import gzip
-import io
 import struct
 import tarfile
 
@@ -8,8 +7,9 @@ import torch
 
 from rnndrop.data._download import DataError
 from rnndrop.data.fashion_mnist import load_fashion_mnist, read_idx, to_float
-from rnndrop.data.imdb import build_vocab, encode_reviews, load_imdb, tokenize
+from rnndrop.data.imdb import PAD, UNK, encode_reviews, load_imdb, tokenize
 from rnndrop.data.scaledata import CRITICS, load_scaledata, train_test_split
+from rnndrop.data.text import Vocabulary
 
 
 def idx_bytes(magic, dims, payload):
@@ -80,8 +80,9 @@ def test_imdb_tar_reader(tmp_path, monkeypatch):
 def test_tokenize_vocab_encode_truncates_not_drops():
     toks = tokenize("It's GREAT!<br />Don't miss it.")
     assert toks == ["it's", "great", "!", "don't", "miss", "it", "."]
-    vocab = build_vocab([toks, ["great"]], max_size=4)
-    assert vocab["<pad>"] == 0 and vocab["<unk>"] == 1 and len(vocab) == 4
+    vocab = Vocabulary.build(toks + ["great"], max_size=4, specials=(PAD, UNK))
+    assert vocab.stoi["<pad>"] == 0 and vocab.stoi["<unk>"] == 1 and len(vocab) == 4
+    assert vocab.itos[2] == "great"                  # the most frequent word first
     ids, lengths = encode_reviews([toks, ["great"], []], vocab, max_len=5)
     assert ids.shape == (3, 5) and lengths.tolist() == [5, 1, 1]
     assert ids[1, 1:].eq(0).all()
@@ -124,7 +125,7 @@ def test_real_imdb(real_root):
 
 def test_encode_reviews_keeps_first_or_last_tokens():
     from rnndrop.data.imdb import encode_reviews
-    vocab = {"<pad>": 0, "<unk>": 1, "a": 2, "b": 3, "c": 4}
+    vocab = Vocabulary(["<pad>", "<unk>", "a", "b", "c"])
     first, n1 = encode_reviews([["a", "b", "c"], ["c"]], vocab, max_len=2)
     last, n2 = encode_reviews([["a", "b", "c"], ["c"]], vocab, max_len=2, keep="last")
     assert first.tolist() == [[2, 3], [4, 0]] and n1.tolist() == [2, 1]

@@ -3,8 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnndrop.models.mlp import (KINDS, MLP, DropConnectLinear, MLPScratch, init_params,
-                                variance_factor)
+from rnndrop.models.mlp import KINDS, MLP, DropConnectLinear, MLPScratch, init_params
 
 SMALL = dict(num_inputs=20, num_hiddens1=16, num_hiddens2=12, num_outputs=5)
 
@@ -163,18 +162,6 @@ def test_weight_decay_only_on_weights():
     torch.testing.assert_close(s.W1.detach(), W1 * (1 - 0.05))
     assert torch.equal(s.b1.detach(), torch.ones(16))
     assert s.W1.grad is None
-
-
-def test_variance_factor():
-    assert variance_factor("bernoulli", 0.2) == pytest.approx(0.25)
-    assert variance_factor("gaussian", 0.5) == pytest.approx(1.0)
-    assert variance_factor("bernoulli", 0.0) == 0.0
-    # three-value: empirical variance of the mask
-    torch.manual_seed(0)
-    from rnndrop.dropout import three_value_dropout
-    xi = three_value_dropout(torch.ones(400_000), 0.3)
-    assert xi.mean().item() == pytest.approx(1.0, abs=5e-3)
-    assert xi.var().item() == pytest.approx(variance_factor("three_value", 0.3), rel=2e-2)
 
 
 def test_init_params_shapes():

@@ -1,4 +1,4 @@
-"""imdb-activations study: helpers, gradient-norm measurement, --quick end to end on a tiny fake
+"""imdb-activations study: gradient-norm measurement, --quick end to end on a tiny fake
 aclImdb folder, and a short smoke run on the real data (``realdata``)."""
 import argparse
 import json
@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnndrop.models.classifiers import SentimentClassifier
+from rnndrop.data.batching import Encoded
+from rnndrop.models.classifiers import ENCODERS, SentimentClassifier
 from rnndrop.studies import imdb_activations as study
 
 POS = "good great wonderful loved superb fine enjoyable".split()
@@ -42,34 +43,7 @@ def _data(n=20, T=12, seed=0):
     lengths = torch.randint(1, T + 1, (n,), generator=g)
     tokens = torch.randint(2, 30, (n, T), generator=g)
     tokens[torch.arange(T).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
-    return study.Encoded(tokens, lengths, torch.randint(0, 2, (n,), generator=g))
-
-
-@pytest.mark.parametrize("kw", [dict(), dict(shuffle=True), dict(shuffle=True, bucket=2),
-                                dict(by_length=True)])
-def test_iterate_batches_covers_all_and_trims(kw):
-    data = _data()
-    g = torch.Generator().manual_seed(1)
-    seen = []
-    for x, lengths, y in study.iterate_batches(data, 6, generator=g, **kw):
-        assert x.shape[1] == int(lengths.max())          # trimmed to the longest review
-        assert x.shape[0] == len(lengths) == len(y) <= 6
-        for row, L, t in zip(x, lengths, y):
-            i = next(j for j in range(len(data)) if j not in seen and data.lengths[j] == L
-                     and torch.equal(data.tokens[j, :x.shape[1]], row) and data.targets[j] == t)
-            seen.append(i)
-    assert sorted(seen) == list(range(len(data)))
-
-
-def test_balanced_indices():
-    labels = [0] * 30 + [1] * 10
-    g = torch.Generator().manual_seed(0)
-    idx = study.balanced_indices(labels, 12, g)
-    assert len(set(idx)) == 12 and sum(labels[i] for i in idx) == 6
-    rest = study.balanced_indices(labels, 8, g, exclude=set(idx))
-    assert not set(rest) & set(idx) and sum(labels[i] for i in rest) == 4
-    with pytest.raises(ValueError):
-        study.balanced_indices(labels, 30, g)
+    return Encoded(tokens, lengths, torch.randint(0, 2, (n,), generator=g))
 
 
 def test_grad_batch_prefers_full_length_reviews():
@@ -86,7 +60,7 @@ def test_measure_grad_norms_matches_manual_unroll():
     torch.manual_seed(0)
     m = SentimentClassifier(40, "rnn_tanh", embedding_dim=5, hidden_size=6, head_size=7).eval()
     T = 9
-    data = study.Encoded(torch.randint(2, 40, (3, T)), torch.full((3,), T), torch.tensor([0, 1, 1]))
+    data = Encoded(torch.randint(2, 40, (3, T)), torch.full((3,), T), torch.tensor([0, 1, 1]))
     res = study.measure_grad_norms(m, data)
     assert len(res["norms"]) == T and res["steps"] == T
     assert all(p.grad is None for p in m.parameters()) and not m.training   # model untouched
@@ -110,7 +84,7 @@ def test_quick_end_to_end_on_fake_data(tmp_path, quick_args):
     root = make_fake_imdb(tmp_path / "data")
     out = tmp_path / "out"
     args = quick_args(study, root, out, "--encoders", "rnn_tanh,rnn_sigmoid,lstm")
-    assert study.run(args) == 0
+    assert args.func(args) == 0
     doc = json.loads((out / "results.json").read_text())
     assert [r["encoder"] for r in doc["results"]] == ["rnn_tanh", "rnn_sigmoid", "lstm"]
     assert doc["data"] == {"train": 64, "val": 32, "test": 64, "vocab": doc["data"]["vocab"]}
@@ -128,35 +102,38 @@ def test_all_encoders_quick_and_cli_wiring(tmp_path):
     root = make_fake_imdb(tmp_path / "data")
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="study")
-    study.add_cli(sub)
+    study.STUDY.add_cli(sub)
     args = parser.parse_args(["imdb-activations", "--data", str(root), "--out",
                               str(tmp_path / "o"), "--quick", "--no-progress", "--threads", "1"])
-    assert args.func is study.run
+    assert args.func == study.STUDY.command
     assert args.func(args) == 0
     doc = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert [r["encoder"] for r in doc["results"]] == list(study.ENCODERS)
+    assert [r["encoder"] for r in doc["results"]] == list(ENCODERS)
 
 
 def test_full_defaults_and_explicit_options_win(tmp_path):
-    p = argparse.ArgumentParser()
-    study.add_arguments(p)
-    s = study.settings_from_args(p.parse_args(["--full"]))
+    settings = lambda *argv: study.STUDY.settings_from_args(study.STUDY.parse_args(argv))
+    s = settings("--full")
     assert s.full and (s.max_len, s.epochs) == (400, 8)
-    s = study.settings_from_args(p.parse_args(["--full", "--max-len", "200", "--epochs", "3"]))
+    s = settings("--full", "--max-len", "200", "--epochs", "3")
     assert (s.max_len, s.epochs) == (200, 3)
-    assert study.settings_from_args(p.parse_args([])).max_len == 200
+    assert settings().max_len == 200 and not settings().full
+    s = settings("--quick", "--full")                  # presets apply in order, then options
+    assert s.full and (s.max_len, s.epochs, s.train_size) == (400, 8, 64)
 
 
 def test_bad_encoder_name(tmp_path, quick_args):
     with pytest.raises(ValueError, match="unknown encoder"):
-        study.run(quick_args(study, tmp_path, tmp_path / "o", "--encoders", "lstm,cnn"))
+        args = quick_args(study, tmp_path, tmp_path / "o", "--encoders", "lstm,cnn")
+        args.func(args)
 
 
 @pytest.mark.realdata
 def test_quick_on_real_imdb(tmp_path, quick_args, real_data):
     root = real_data("imdb/aclImdb_v1.tar.gz", "imdb/aclImdb")
     out = tmp_path / "out"
-    assert study.run(quick_args(study, root, out, "--encoders", "lstm")) == 0
+    args = quick_args(study, root, out, "--encoders", "lstm")
+    assert args.func(args) == 0
     doc = json.loads((out / "results.json").read_text())
     r = doc["results"][0]
     assert doc["data"]["train"] == 64 and doc["data"]["test"] == 64

@@ -36,7 +36,8 @@ def make_fake_scaledata(root: Path, per_critic=70, seed=0) -> Path:
 def test_quick_end_to_end_on_fake_data(tmp_path, quick_args):
     root = make_fake_scaledata(tmp_path / "data")
     out = tmp_path / "out"
-    assert study.run(quick_args(study, root, out)) == 0
+    args = quick_args(study, root, out)
+    assert args.func(args) == 0
     doc = json.loads((out / "results.json").read_text())
     pairs = [(r["model"], r["scheme"]) for r in doc["results"]]
     assert pairs == [(m, s) for m in ("lstm", "gru") for s in ("none", "naive", "variational")]
@@ -57,16 +58,19 @@ def test_cli_wiring_and_subsets(tmp_path, quick_args):
     root = make_fake_scaledata(tmp_path / "data")
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="study")
-    study.add_cli(sub)
+    study.STUDY.add_cli(sub)
     args = parser.parse_args(["sentiment-regression", "--data", str(root), "--out",
                               str(tmp_path / "o"), "--quick", "--no-progress", "--threads", "1",
                               "--models", "gru", "--schemes", "variational", "--epochs", "1",
                               "--p", "0.5"])
-    assert args.func is study.run and args.func(args) == 0
+    assert args.func == study.STUDY.command and args.func(args) == 0
     doc = json.loads((tmp_path / "o" / "results.json").read_text())
     assert [(r["model"], r["scheme"], r["p"]) for r in doc["results"]] == [("gru", "variational", 0.5)]
+    s = study.STUDY.settings_from_args(study.STUDY.parse_args(["--no-chunks", "--keep", "first"]))
+    assert (s.chunks, s.keep) == (False, "first") and study.Settings().chunks
     with pytest.raises(ValueError, match="unknown schemes"):
-        study.run(quick_args(study, root, tmp_path / "x", "--schemes", "zoneout"))
+        args = quick_args(study, root, tmp_path / "x", "--schemes", "zoneout")
+        args.func(args)
 
 
 @pytest.mark.realdata
@@ -74,7 +78,7 @@ def test_quick_on_real_scaledata(tmp_path, quick_args, real_data):
     root = real_data("scaledata")
     out = tmp_path / "out"
     args = quick_args(study, root, out, "--models", "lstm", "--schemes", "none,variational")
-    assert study.run(args) == 0
+    assert args.func(args) == 0
     doc = json.loads((out / "results.json").read_text())
     assert len(doc["results"]) == 2
     assert all(0.0 < r["final_test_rmse"] < 1.0 for r in doc["results"])

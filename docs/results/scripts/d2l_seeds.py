@@ -9,9 +9,9 @@ from rnndrop.studies import d2l_dropout as D
 
 
 def main():
-    s = D.Settings()
+    s = D.Settings(jobs=2)
     specs = [D.RunSpec(form=f, seed=i, epochs=10) for f in ("scratch", "concise") for i in range(5)]
-    study = D.run_study(s, specs, workers=2, progress=False)
+    study = D.run(s, specs=specs, progress=False)
     out = {}
     for sp, r in zip(specs, study["runs"]):
         acc = r["history"]["test_acc"][-1]

@@ -74,15 +74,3 @@ def load_fashion_mnist(root: Optional[os.PathLike | str] = None, split: str = "t
 def to_float(images: Tensor) -> Tensor:
     """uint8 (N, 28, 28) → float32 (N, 784) in [0, 1]."""
     return images.reshape(images.shape[0], -1).float().div_(255.0)
-
-
-def fashion_mnist_loaders(batch_size: int = 256, root=None, num_workers: int = 0, seed: int = 0):
-    """``(train_loader, test_loader)`` of flattened float images; train shuffled with ``seed``."""
-    from torch.utils.data import DataLoader, TensorDataset
-    xtr, ytr = load_fashion_mnist(root, "train")
-    xte, yte = load_fashion_mnist(root, "test")
-    g = torch.Generator().manual_seed(seed)
-    train = DataLoader(TensorDataset(to_float(xtr), ytr), batch_size, shuffle=True, generator=g,
-                       num_workers=num_workers)
-    test = DataLoader(TensorDataset(to_float(xte), yte), batch_size, num_workers=num_workers)
-    return train, test

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import tarfile
-from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -17,6 +16,8 @@ import torch
 from torch import Tensor
 
 from ._download import DataError, data_root, ensure_file
+from .batching import balanced_indices
+from .text import Vocabulary
 
 PAD, UNK = "<pad>", "<unk>"
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
@@ -62,7 +63,7 @@ def _records_from_tar(path: Path, splits: Sequence[str]):
 def load_imdb(root: Optional[os.PathLike | str] = None, split: str = "train",
               limit: Optional[int] = None, seed: int = 0) -> list[tuple[str, int, int]]:
     """``[(text, label 1=pos/0=neg, rating 1-10), ...]`` for ``split``; ``limit`` takes a seeded,
-    class-balanced random subset."""
+    class-balanced random subset (:func:`rnndrop.data.batching.balanced_indices`)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     base = data_root(root) / "imdb"
@@ -73,31 +74,17 @@ def load_imdb(root: Optional[os.PathLike | str] = None, split: str = "train",
         recs = _records_from_tar(tar, [split])[split]
     if not recs:
         raise DataError(f"no IMDB {split} reviews found under {base}")
-    return balanced_subset(recs, limit, seed) if limit else recs
+    if not limit:
+        return recs
+    idx = balanced_indices([r[1] for r in recs], limit, torch.Generator().manual_seed(seed))
+    return [recs[i] for i in idx]
 
 
-def balanced_subset(recs: list, limit: int, seed: int = 0) -> list:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for label in (0, 1):
-        group = [r for r in recs if r[1] == label]
-        idx = torch.randperm(len(group), generator=g)[: limit // 2 + (limit % 2 if label else 0)]
-        out += [group[i] for i in idx.tolist()]
-    order = torch.randperm(len(out), generator=g).tolist()
-    return [out[i] for i in order]
-
-
-def build_vocab(token_lists: Sequence[Sequence[str]], max_size: int = 20000,
-                min_freq: int = 1) -> dict[str, int]:
-    """Top-``max_size`` training words (``<pad>`` = 0, ``<unk>`` = 1 included)."""
-    cnt = Counter(w for toks in token_lists for w in toks)
-    words = [w for w, c in cnt.most_common() if c >= min_freq][: max(0, max_size - 2)]
-    return {PAD: 0, UNK: 1, **{w: i + 2 for i, w in enumerate(words)}}
-
-
-def encode_reviews(token_lists: Sequence[Sequence[str]], vocab: dict[str, int],
+def encode_reviews(token_lists: Sequence[Sequence[str]], vocab: Vocabulary,
                    max_len: int, keep: str = "first") -> tuple[Tensor, Tensor]:
-    """Padded ids ``(N, max_len)`` (batch-first, right-padded with 0) and true lengths ``(N,)``.
+    """Padded ids ``(N, max_len)`` (batch-first, right-padded with 0) and true lengths ``(N,)``;
+    words not in ``vocab`` become ``<unk>``. The vocabulary of a training split:
+    ``Vocabulary.build(words, max_size, specials=(PAD, UNK))`` (``<pad>`` = 0, ``<unk>`` = 1).
 
     Longer reviews are truncated, never dropped: ``keep="first"`` keeps their first ``max_len``
     tokens, ``keep="last"`` their last ones (what Keras' ``pad_sequences`` does by default, and
@@ -108,10 +95,11 @@ def encode_reviews(token_lists: Sequence[Sequence[str]], vocab: dict[str, int],
         raise ValueError(f"keep must be 'first' or 'last', got {keep!r}")
     ids = torch.zeros(len(token_lists), max_len, dtype=torch.long)
     lengths = torch.zeros(len(token_lists), dtype=torch.long)
-    unk = vocab[UNK]
+    stoi = vocab.stoi
+    unk = stoi[UNK]
     for i, toks in enumerate(token_lists):
         toks = toks[:max_len] if keep == "first" else toks[-max_len:]
-        row = [vocab.get(w, unk) for w in toks] or [unk]  # an empty review: one <unk>
+        row = [stoi.get(w, unk) for w in toks] or [unk]  # an empty review: one <unk>
         ids[i, : len(row)] = torch.tensor(row)
         lengths[i] = len(row)
     return ids, lengths

@@ -37,14 +37,13 @@ from torch import Tensor, nn
 
 from .._checks import check_positive_int, check_probability
 from ..dropout import EmbeddingDropout
-from ..rnn import GRU, LSTM, RNN
+from ..rnn import ACTIVATIONS, GRU, LSTM, RNN
 
 __all__ = ["ENCODERS", "HEAD_ACTIVATIONS", "REGRESSION_SCHEMES", "make_encoder",
            "last_real_step", "SentimentClassifier", "SentimentRegressor"]
 
 ENCODERS = ("rnn_tanh", "rnn_relu", "rnn_sigmoid", "rnn_leaky_relu", "gru", "lstm")
-HEAD_ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-                    "leaky_relu": F.leaky_relu, "gelu": F.gelu}
+HEAD_ACTIVATIONS = {**ACTIVATIONS, "gelu": F.gelu}   # the layers' activations, and GELU
 REGRESSION_SCHEMES = ("none", "naive", "variational")
 
 

@@ -36,31 +36,22 @@ Shapes: input ``(B, 28, 28)``, ``(B, 1, 28, 28)`` or ``(B, 784)`` float; output 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_positive_int, check_probability
-from ..dropout import (Dropout, GaussianDropout, ThreeValueDropout, dropout, gaussian_dropout,
-                       three_value_dropout, weight_dropout)
+from ..dropout import Dropout, GaussianDropout, ThreeValueDropout, weight_dropout
+from ..variance import KINDS, check_kind, dropout_fn
 
-__all__ = ["KINDS", "init_params", "dropout_fn", "dropout_module", "variance_factor",
-           "DropConnectLinear", "MLPScratch", "MLP"]
+__all__ = ["KINDS", "init_params", "dropout_fn", "dropout_module", "DropConnectLinear",
+           "MLPScratch", "MLP"]
 
-#: Dropout kinds: name → (function, module class).
-KINDS = ("bernoulli", "gaussian", "three_value")
-_FUNCS: dict = {"bernoulli": dropout, "gaussian": gaussian_dropout,
-                "three_value": three_value_dropout}
+#: Module form of each dropout kind (:data:`rnndrop.variance.KINDS`).
 _MODULES: dict = {"bernoulli": Dropout, "gaussian": GaussianDropout,
                   "three_value": ThreeValueDropout}
-
-
-def _check_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(map(repr, KINDS))}; got {kind!r}")
-    return kind
 
 
 def _check_p(p: float, name: str, kind: str) -> float:
@@ -68,32 +59,9 @@ def _check_p(p: float, name: str, kind: str) -> float:
     return check_probability(p, name, allow_one=kind == "bernoulli")
 
 
-def dropout_fn(kind: str) -> Callable[..., Tensor]:
-    """The functional form ``f(input, p, training)`` of a dropout kind."""
-    return _FUNCS[_check_kind(kind)]
-
-
 def dropout_module(kind: str, p: float) -> nn.Module:
     """The module form of a dropout kind with probability ``p``."""
-    return _MODULES[_check_kind(kind)](p)
-
-
-def variance_factor(kind: str, p: float) -> float:
-    """``Var[ξ]`` of the multiplicative mask ``ξ`` (``E[ξ] = 1``): ``Var[h ξ] = factor · h²``.
-
-    Bernoulli and Gaussian: ``p / (1 - p)``; three-value: ``(1 - p) · 5γ²/8 - 1`` with
-    ``γ = 4 / (3 (1 - p))``.
-    """
-    _check_kind(kind)
-    p = _check_p(p, "p", kind)
-    if p == 0.0:
-        return 0.0
-    if p == 1.0:
-        return float("inf")
-    if kind == "three_value":
-        gamma = 4.0 / (3.0 * (1.0 - p))
-        return (1.0 - p) * 5.0 * gamma ** 2 / 8.0 - 1.0
-    return p / (1.0 - p)
+    return _MODULES[check_kind(kind)](p)
 
 
 def init_params(sizes: Sequence[int], sigma: float = 0.01, dtype=None,
@@ -145,7 +113,7 @@ class MLPScratch:
         self.sizes = tuple(check_positive_int(n, name) for n, name in
                            ((num_inputs, "num_inputs"), (num_hiddens1, "num_hiddens1"),
                             (num_hiddens2, "num_hiddens2"), (num_outputs, "num_outputs")))
-        self.kind = _check_kind(kind)
+        self.kind = check_kind(kind)
         self.p1 = _check_p(p1, "p1", kind)
         self.p2 = _check_p(p2, "p2", kind)
         self.dropconnect = _check_dropconnect(dropconnect)
@@ -203,7 +171,7 @@ class MLPScratch:
         return weight_dropout(W.t(), self.dropconnect[i], True).t()
 
     def forward(self, X: Tensor) -> Tensor:
-        drop = _FUNCS[self.kind]
+        drop = dropout_fn(self.kind)
         X = X.reshape(-1, self.sizes[0])
         H1 = torch.relu(X @ self._w(self.W1, 0) + self.b1)
         if self.training and self.p1 > 0:
@@ -256,7 +224,7 @@ class MLP(nn.Sequential):
         sizes = tuple(check_positive_int(n, name) for n, name in
                       ((num_inputs, "num_inputs"), (num_hiddens1, "num_hiddens1"),
                        (num_hiddens2, "num_hiddens2"), (num_outputs, "num_outputs")))
-        _check_kind(kind)
+        check_kind(kind)
         p1, p2 = _check_p(p1, "p1", kind), _check_p(p2, "p2", kind)
         dc = _check_dropconnect(dropconnect) or (0.0, 0.0, 0.0)
         # skip_init: no default (kaiming) init, so the global RNG is not consumed before ours.

@@ -1,19 +1,17 @@
-"""Runnable studies (``rnndrop study NAME``): each trains on real data, prints a table, saves
-plots, and writes its results. One module per study, each with ``add_cli(subparsers)``."""
+"""Runnable studies (``rnndrop study NAME``): each trains on real or generated data, prints its
+tables, saves plots and writes ``results.json``. One module per study, each on the skeleton of
+:mod:`._cli` (``Settings``, ``run``, ``report`` and ``STUDY``)."""
 from __future__ import annotations
 
-import importlib
+from . import d2l_dropout, gradient_flow, imdb_activations, sentiment_regression
 
-STUDIES = ("d2l_dropout", "imdb_activations", "sentiment_regression", "gradient_flow")
+STUDIES = (d2l_dropout, imdb_activations, sentiment_regression, gradient_flow)
 
 
 def add_study_cli(subparsers) -> None:
+    """Add ``study`` (with one sub-command per study) to ``subparsers``."""
     p = subparsers.add_parser("study", help="run one of the studies (see rnndrop study -h)")
     sub = p.add_subparsers(dest="study", metavar="STUDY")
     sub.required = True
-    for name in STUDIES:
-        try:
-            mod = importlib.import_module(f"{__name__}.{name}")
-        except ImportError:
-            continue
-        mod.add_cli(sub)
+    for study in STUDIES:
+        study.STUDY.add_cli(sub)
