@@ -39,7 +39,7 @@ def part_a(trials: int, work: Path) -> None:
     from rnndrop.train import LMTrainer
     data = write_lm_corpus(work / "data", n_train=200)
     recipe = write_recipe(work / "tiny.toml")
-    print(f"| scheme | trials | interrupts | identical runs | steps lost per SIGKILL (mean, max) |")
+    print("| scheme | trials | interrupts | identical runs | steps lost per SIGKILL (mean, max) |")
     print("|---|---|---|---|---|")
     for scheme, over in LM_SCHEMES.items():
         cfg = load_config(recipe, [f"{k}={v}" for k, v in over.items()])
