@@ -120,3 +120,39 @@ def test_cli_bad_set_fails_before_the_data_is_read(tmp_path, capsys):
         # no --data and no $RNNDROP_DATA: reading the corpus would fail with another message
         assert main(["train", str(cfg), "--set", bad, "--out", str(tmp_path / "r")]) == 2
         assert bad.split("=")[0] in capsys.readouterr().err
+
+
+def test_threads_option_is_train_threads(tmp_path, capsys):
+    data, cfg, out = write_corpus(tmp_path / "data"), _tiny_recipe(tmp_path), tmp_path / "run"
+    assert main(["train", str(cfg), "--data", str(data), "--out", str(out), "--no-progress",
+                 "--threads", "1", "--set", "train.max_steps=2"]) == 0
+    assert ckpt.load(out / "last.pt")["config"]["train"]["threads"] == 1
+    assert main(["eval", str(out / "last.pt"), "--data", str(data), "--threads", "0"]) == 2
+    assert "--threads must be a positive integer" in capsys.readouterr().err
+
+
+def test_progress_bar_counts_tokens_and_shows_ppl_and_lr(tmp_path, monkeypatch):
+    import rnndrop.train as train_mod
+    bars = []
+
+    class Bar:
+        def __init__(self, **kw):
+            self.kw, self.postfix, self.n = kw, {}, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def set_postfix(self, **kw):
+            self.postfix = kw
+
+        def close(self):
+            pass
+    monkeypatch.setattr(train_mod, "tqdm", Bar)
+    data, cfg, out = write_corpus(tmp_path / "data"), _tiny_recipe(tmp_path), tmp_path / "run"
+    assert main(["train", str(cfg), "--data", str(data), "--out", str(out),
+                 "--set", "train.max_steps=40"]) == 0
+    bar = bars[0]
+    assert bar.kw["unit"] == "tok" and bar.kw["unit_scale"] is True   # tqdm shows tok/s
+    assert bar.n == 40 * 5 * 4                                          # tokens: steps x T x B
+    assert set(bar.postfix) == {"ppl", "lr"}

@@ -20,6 +20,7 @@ from ..diagnostics import (decay_rate, grad_norms_over_time, plot_grad_norms, sa
                            spectral_norms)
 from ..models.lm import RNNLanguageModel
 from ..runs import config_of, read_checkpoint, restore_weights
+from .train import set_threads
 
 
 def add_parsers(subparsers) -> None:
@@ -41,6 +42,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--out", default="runs/diagnose",
                    help="directory for grad_norms.png (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and random tokens")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's own)")
     p.add_argument("--loss", choices=("all", "last"), default="all",
                    help="LM loss over every step of the window (all, the training loss) or on "
                         "the last step only (last: ‖∂L/∂h_t‖ is then purely the gradient carried "
@@ -85,6 +87,7 @@ def _vocabulary(state, corpus, V: int):
 
 
 def diagnose_command(args) -> int:
+    set_threads(args.threads)
     source = Path(args.source)
     if args.bptt < 2:
         raise ValueError(f"--bptt must be >= 2, got {args.bptt}")

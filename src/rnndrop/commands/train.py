@@ -29,6 +29,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--resume", nargs="?", const="", metavar="CHECKPOINT",
                    help="continue a run (default: <out>/last.pt)")
     p.add_argument("--device", help="cpu or cuda (overrides train.device)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads (= --set train.threads=N; default: torch's own)")
     p.add_argument("--max-vocab", type=int, metavar="N",
                    help="keep the N most frequent training words (imdb-lm; = --set data.max_vocab=N)")
     p.add_argument("--max-minutes", type=float, default=0.0,
@@ -45,6 +47,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--split", choices=["test", "valid", "train"], default="test")
     p.add_argument("--data", help="data directory (default: the checkpoint's)")
     p.add_argument("--device", help="cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=eval_command)
@@ -86,6 +89,8 @@ def train_command(args) -> int:
         overrides.append(f"data.max_vocab={args.max_vocab}")
     if args.device:
         overrides.append(f"train.device={args.device}")
+    if args.threads is not None:
+        overrides.append(f"train.threads={args.threads}")
     if args.config:
         cfg = load_config(args.config, overrides)
     else:
@@ -99,7 +104,16 @@ def train_command(args) -> int:
     return 0
 
 
+def set_threads(n) -> None:
+    """``--threads N`` of the commands that do not go through a recipe's train.threads."""
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"--threads must be a positive integer, got {n}")
+        torch.set_num_threads(n)
+
+
 def eval_command(args) -> int:
+    set_threads(args.threads)
     device = args.device or "cpu"
     run = load_run(args.checkpoint, args.set, corpus=True, data_dir=args.data, device=device)
     t = run.config.train
