@@ -16,6 +16,15 @@ process (round-robin, one call of each per round), medians reported with ratio t
 ``--cell gru``: the same variants for a GRU (``nn.GRU``, ``gru_recurrence``, untied masks
 ``(3, B, H)``, ``rnndrop.GRU``).
 
+``--bidirectional --packed``: a text classifier's encoder instead. A bidirectional layer (1 and 2
+layers, H=256, input 256) over a ``PackedSequence`` of B=64 reviews whose lengths are drawn from
+the IMDB training reviews (tokenised as the IMDB study does, capped at 400; ``--data`` or
+``$RNNDROP_DATA``), forward + backward: ``nn.LSTM(bidirectional=True)`` without dropout against
+``rnndrop.LSTM(bidirectional=True)`` with per-sample recurrent dropout (``dropout_hidden=0.25``,
+tied and untied), without dropout, and on the padded batch with ``lengths=``; also
+``nn.LSTM`` on the padded batch, which ignores the lengths (on CPU torch's packed kernels are
+far slower than its padded one). The same batches for every variant, interleaved.
+
 Memory: bytes of the tensors autograd saves for backward during one forward (counted once per
 storage, parameters and the input excluded) via ``torch.autograd.graph.saved_tensors_hooks``, as
 a ratio to ``nn.LSTM``; on CUDA also the peak ``torch.cuda.max_memory_allocated`` above the
@@ -23,6 +32,7 @@ memory held before the call. Measures and prints; asserts nothing.
 
     python benchmarks/variational_lstm.py [--device cuda] [--cell lstm|gru]
                                           [--sizes small,medium,large] [--repeats 7] [--threads N]
+    python benchmarks/variational_lstm.py --bidirectional --packed [--cell gru] [--repeats 7]
 """
 from __future__ import annotations
 
@@ -107,6 +117,101 @@ def make_variants(H, T, device, layers=2, cell="lstm"):
     return variants, params, net, x
 
 
+PACKED_B, PACKED_H, MAX_LEN = 64, 256, 400
+
+
+def imdb_lengths(data=None) -> list[int]:
+    """Token counts of the IMDB training reviews, capped at ``MAX_LEN``."""
+    from rnndrop.data.imdb import load_imdb, tokenize
+    return [min(len(tokenize(text)), MAX_LEN) for text, _, _ in load_imdb(data, "train")]
+
+
+def make_packed_variants(layers, device, cell, lengths_pool, batches=8):
+    """Bidirectional encoders over ``batches`` PackedSequences of B reviews each."""
+    import rnndrop
+    from torch.nn.utils.rnn import pack_padded_sequence
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    pool = torch.tensor(lengths_pool)
+    data = []
+    for _ in range(batches):
+        lens = pool[torch.randint(0, len(pool), (PACKED_B,), generator=g)]
+        x = torch.randn(int(lens.max()), PACKED_B, PACKED_H, device=device, requires_grad=True)
+        data.append((x, lens))
+    Ref = torch.nn.LSTM if cell == "lstm" else torch.nn.GRU
+    Ours = rnndrop.LSTM if cell == "lstm" else rnndrop.GRU
+    net = Ref(PACKED_H, PACKED_H, layers, bidirectional=True).to(device)
+    mods = {"tied": Ours.from_torch(net, dropout_hidden=0.25),
+            "untied": Ours.from_torch(net, dropout_hidden=0.25, tied=False),
+            "p=0": Ours.from_torch(net)}
+    for m in mods.values():
+        m.train()
+    it = {"i": 0}
+
+    def batch():
+        x, lens = data[it["i"] % batches]
+        return x, lens
+
+    def packed(module):
+        def run():
+            x, lens = batch()
+            return module(pack_padded_sequence(x, lens, enforce_sorted=False))[0].data
+        return run
+
+    def padded(module):
+        def run():
+            x, lens = batch()
+            return module(x, lengths=lens)[0]
+        return run
+
+    name = Ref.__name__
+    def padded_torch(module):   # torch on the padded batch: runs over the padding, no lengths
+        def run():
+            x, _ = batch()
+            return module(x)[0]
+        return run
+
+    variants = {f"nn.{name} packed": packed(net),
+                f"nn.{name} padded (ignores lengths)": padded_torch(net),
+                "ours packed, recurrent dropout tied": packed(mods["tied"]),
+                "ours packed, recurrent dropout untied": packed(mods["untied"]),
+                "ours packed, no dropout": packed(mods["p=0"]),
+                "ours padded+lengths, tied": padded(mods["tied"])}
+    params = [p for m in (net, *mods.values()) for p in m.parameters()] + [x for x, _ in data]
+    tokens = [int(lens.sum()) for _, lens in data]
+    return variants, params, it, tokens
+
+
+def main_packed(args, device, sync):
+    try:
+        pool = imdb_lengths(args.data)
+    except Exception as e:   # no data set here: say so, measure nothing
+        raise SystemExit(f"--packed needs the IMDB reviews (--data or $RNNDROP_DATA): {e}")
+    print(f"IMDB train reviews: {len(pool)}, length capped at {MAX_LEN}: mean "
+          f"{statistics.mean(pool):.0f}, median {statistics.median(pool):.0f}; B={PACKED_B}, "
+          f"H={PACKED_H}, bidirectional, cell {args.cell}")
+    for layers in (1, 2):
+        variants, params, it, tokens = make_packed_variants(layers, device, args.cell, pool)
+        base_name = next(iter(variants))
+        for fn in variants.values():
+            fwd_bwd(fn, params, sync)
+        times = {k: [] for k in variants}
+        for r in range(args.repeats):
+            it["i"] = r          # every variant sees the same batch in a round
+            for k, fn in variants.items():
+                times[k].append(fwd_bwd(fn, params, sync))
+        base = statistics.median(times[base_name])
+        print(f"\n{layers} layer(s): fwd+bwd, {args.repeats} interleaved rounds, real tokens "
+              f"per batch {statistics.mean(tokens):.0f}"
+              + (", load %.2f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""))
+        print(f"{'variant':40s} {'median ms':>10s} {'min ms':>8s} {'max ms':>8s} "
+              f"{'speed vs ' + base_name:>22s}")
+        for k, ts in times.items():
+            med = statistics.median(ts)
+            print(f"{k:40s} {med * 1e3:10.2f} {min(ts) * 1e3:8.2f} {max(ts) * 1e3:8.2f} "
+                  f"{base / med:21.2f}x")
+
+
 def saved_bytes(fn, exclude):
     """Bytes of distinct storages autograd saves during ``fn()`` (excluding ``exclude``)."""
     skip = {t.untyped_storage().data_ptr() for t in exclude}
@@ -156,7 +261,13 @@ def main(argv=None):
     ap.add_argument("--skip", default="", help="comma-separated variants to leave out")
     ap.add_argument("--tf32", action="store_true",
                     help="CUDA: allow TF32 in torch matmuls too (cuDNN's LSTM uses TF32 by default)")
+    ap.add_argument("--bidirectional", action="store_true",
+                    help="with --packed: bidirectional encoders over IMDB-like packed batches")
+    ap.add_argument("--packed", action="store_true", help="see --bidirectional")
+    ap.add_argument("--data", default=None, help="data root holding imdb/ (default $RNNDROP_DATA)")
     args = ap.parse_args(argv)
+    if args.bidirectional != args.packed:
+        ap.error("--bidirectional and --packed go together (the classifier-encoder benchmark)")
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -174,6 +285,8 @@ def main(argv=None):
               f"cudnn tf32: {torch.backends.cudnn.allow_tf32}")
     if hasattr(os, "getloadavg"):
         print("load average at start: %.2f %.2f %.2f" % os.getloadavg())
+    if args.packed:
+        return main_packed(args, device, sync)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     for name in args.sizes.split(","):
         H, T = SIZES[name.strip()]

@@ -33,6 +33,7 @@ def test_config_errors_name_the_key(tmp_path):
     ("train.batch_size=0", "train.batch_size must be a positive integer"),
     ("train.optimizer=adamw", "train.optimizer must be one of 'sgd', 'adam', got 'adamw'"),
     ("train.loss_reduction=sum", "train.loss_reduction must be one of"),
+    ("train.precision=fp8", "train.precision must be one of 'fp32', 'bf16', 'fp16', got 'fp8'"),
     ("train.warmup_steps=-1", "train.warmup_steps must be an integer >= 0"),
     ("train.weight_decay=1", "train.weight_decay must be a finite number in [0, 1)"),
     ("train.clip=-1", "train.clip must be a finite number >= 0"),

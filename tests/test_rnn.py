@@ -247,7 +247,6 @@ def test_seed_makes_run_bitwise_repeatable():
     (dict(dropout_input=-0.1), "dropout_input must"),
     (dict(dropout_hidden=0.3, variational=False), "Zaremba"),
     (dict(tied=False, variational=False), "untied"),
-    (dict(bidirectional=True), "bidirectional"),
     (dict(hidden_mask="row"), "hidden_mask"),
     (dict(dropout=0.2, dropout_between=0.3), "not both"),
 ])

@@ -78,6 +78,10 @@ class TrainConfig:
     # a uniform guess is ln V, the large recipe's worst early step ~26).
     divergence_loss: float = 0.0
     log_every: int = 0                  # without a progress bar: a log line every N steps (0: every minute)
+    # Mixed precision: "bf16" or "fp16" autocast of forward and loss (weights, optimiser and
+    # recurrent cell state stay float32); "fp16" adds a GradScaler (checkpointed). bf16 is the
+    # CPU's (native with AVX512_BF16 / AMX); fp16 is for CUDA (on a CPU it runs, slowly).
+    precision: str = "fp32"
 
 
 @dataclass
@@ -198,6 +202,7 @@ OUTPUTS = ("full", "sampled", "adaptive")
 SAMPLERS = ("log_uniform", "unigram", "uniform")
 OPTIMIZERS = ("sgd", "adam")
 LOSS_REDUCTIONS = ("sum_over_time", "mean")
+PRECISIONS = ("fp32", "bf16", "fp16")
 _MODEL_DROPOUTS = ("dropout", "dropout_embedding", "dropout_input", "dropout_hidden",
                    "dropout_output")
 
@@ -290,6 +295,7 @@ def _check_train(t: TrainConfig, errors: list) -> None:
     _int(errors, "train.max_steps", t.max_steps, 0)
     _real(errors, "train.divergence_loss", t.divergence_loss, 0.0)
     _int(errors, "train.log_every", t.log_every, 0)
+    _choice(errors, "train.precision", t.precision, PRECISIONS)
 
 
 def _valid_device(name: str) -> bool:

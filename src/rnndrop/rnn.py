@@ -13,6 +13,7 @@ mask and no untied input mask is needed; otherwise it builds the input projectio
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import textwrap
 import warnings
@@ -21,8 +22,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import fast
+from . import _varlen, fast
 from ._checks import check_positive_int, check_probability
 from .dropout import bernoulli_mask, weight_dropout
 
@@ -52,15 +54,12 @@ class _RNNBase(nn.Module):
         check_positive_int(input_size, "input_size")
         check_positive_int(hidden_size, "hidden_size")
         check_positive_int(num_layers, "num_layers")
-        if bidirectional:
-            raise ValueError("bidirectional=True is not supported by rnndrop layers; "
-                             "run two layers over the sequence and its reverse instead")
         if dropout_between is None:
             dropout_between = dropout
         elif dropout and dropout != dropout_between:
             raise ValueError("give either dropout= (torch's name) or dropout_between=, not both")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first, self.bidirectional = bias, batch_first, False
+        self.bias, self.batch_first, self.bidirectional = bias, batch_first, bool(bidirectional)
         self.dropout_input = check_probability(dropout_input, "dropout_input")
         self.dropout_hidden = check_probability(dropout_hidden, "dropout_hidden")
         self.dropout_output = check_probability(dropout_output, "dropout_output")
@@ -83,14 +82,25 @@ class _RNNBase(nn.Module):
         G = _GATES[self.mode]
         self._gates = G
         factory = {"device": device, "dtype": dtype}
+        D = self.num_directions
+        # torch.nn's names and order: per layer, the forward direction, then "_reverse".
         for k in range(num_layers):
-            in_k = input_size if k == 0 else hidden_size
-            self.register_parameter(f"weight_ih_l{k}", nn.Parameter(torch.empty(G * hidden_size, in_k, **factory)))
-            self.register_parameter(f"weight_hh_l{k}", nn.Parameter(torch.empty(G * hidden_size, hidden_size, **factory)))
-            if bias:
-                self.register_parameter(f"bias_ih_l{k}", nn.Parameter(torch.empty(G * hidden_size, **factory)))
-                self.register_parameter(f"bias_hh_l{k}", nn.Parameter(torch.empty(G * hidden_size, **factory)))
+            in_k = input_size if k == 0 else hidden_size * D
+            for sfx in self._suffixes:
+                self.register_parameter(f"weight_ih_l{k}{sfx}", nn.Parameter(torch.empty(G * hidden_size, in_k, **factory)))
+                self.register_parameter(f"weight_hh_l{k}{sfx}", nn.Parameter(torch.empty(G * hidden_size, hidden_size, **factory)))
+                if bias:
+                    self.register_parameter(f"bias_ih_l{k}{sfx}", nn.Parameter(torch.empty(G * hidden_size, **factory)))
+                    self.register_parameter(f"bias_hh_l{k}{sfx}", nn.Parameter(torch.empty(G * hidden_size, **factory)))
         self.reset_parameters()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _suffixes(self) -> tuple:
+        return ("", "_reverse") if self.bidirectional else ("",)
 
     # ---------------------------------------------------------------------------------- setup
     def reset_parameters(self) -> None:
@@ -102,8 +112,8 @@ class _RNNBase(nn.Module):
     def flatten_parameters(self) -> None:
         """No-op, kept for compatibility with ``torch.nn`` code."""
 
-    def _layer_weights(self, k: int):
-        g = lambda n: getattr(self, f"{n}_l{k}") if self.bias or not n.startswith("bias") else None
+    def _layer_weights(self, k: int, suffix: str = ""):
+        g = lambda n: getattr(self, f"{n}_l{k}{suffix}") if self.bias or not n.startswith("bias") else None
         return g("weight_ih"), g("weight_hh"), g("bias_ih"), g("bias_hh")
 
     def extra_repr(self) -> str:
@@ -114,6 +124,8 @@ class _RNNBase(nn.Module):
             s += ", bias=False"
         if self.batch_first:
             s += ", batch_first=True"
+        if self.bidirectional:
+            s += ", bidirectional=True"
         for name in ("dropout_input", "dropout_hidden", "dropout_output", "dropout_between",
                      "weight_dropout"):
             if getattr(self, name):
@@ -128,10 +140,10 @@ class _RNNBase(nn.Module):
         return s
 
     # -------------------------------------------------------------------------------- checks
-    def _check_input(self, input: Tensor):
+    def _check_input(self, input: Tensor, autocast: bool):
         if not isinstance(input, Tensor):
-            raise TypeError(f"{type(self).__name__} expects a Tensor input (PackedSequence is not "
-                            f"supported: pad and gather at the lengths), got {type(input).__name__}")
+            raise TypeError(f"{type(self).__name__} expects a Tensor or a PackedSequence input, "
+                            f"got {type(input).__name__}")
         if input.dim() not in (2, 3):
             raise ValueError(f"{type(self).__name__}: expected input of 2 (unbatched) or 3 dims, "
                              f"got shape {tuple(input.shape)}")
@@ -141,68 +153,114 @@ class _RNNBase(nn.Module):
         if not input.is_floating_point():
             raise TypeError(f"input must be a floating-point tensor, got {input.dtype}")
         w = self.weight_ih_l0
-        if input.dtype != w.dtype:
+        if input.dtype != w.dtype and not autocast:
             raise TypeError(f"input dtype ({input.dtype}) does not match weight dtype ({w.dtype}); "
                             f"convert the input or the model")
         if input.shape[0 if not self.batch_first or input.dim() == 2 else 1] == 0:
             raise ValueError("input has no time steps")
 
     def _check_state(self, h: Tensor, batch: int, name: str, unbatched: bool):
-        expected = (self.num_layers, self.hidden_size) if unbatched else \
-            (self.num_layers, batch, self.hidden_size)
+        L = self.num_layers * self.num_directions
+        expected = (L, self.hidden_size) if unbatched else (L, batch, self.hidden_size)
         if tuple(h.shape) != expected:
             raise ValueError(f"expected {name} of shape {expected}, got {tuple(h.shape)}")
 
     # ------------------------------------------------------------------------------- forward
-    def forward(self, input: Tensor, hx=None):
-        """Run the stack. Returns ``(output, h_n)`` or, for LSTM, ``(output, (h_n, c_n))``."""
-        self._check_input(input)
-        unbatched = input.dim() == 2
-        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
-        T, B, _ = x.shape
-        L, H = self.num_layers, self.hidden_size
-        is_lstm = self.mode == "LSTM"
-        if hx is None:
-            zeros = x.new_zeros(L, B, H)
-            h0, c0 = zeros, (zeros if is_lstm else None)
+    def forward(self, input, hx=None, lengths=None):
+        """Run the stack. Returns ``(output, h_n)`` or, for LSTM, ``(output, (h_n, c_n))``.
+
+        ``input``: a tensor (see the class docstring) or a ``PackedSequence`` (then ``output``
+        is one too, with the same order). ``lengths``: for a padded tensor input, the number
+        of real steps of each sequence (``(B,)``, in ``[1, T]``): the same as packing it
+        (nothing runs past a sequence's end, ``h_n`` is the state at its last real step, the
+        reverse direction starts there) with a padded output, zero after each end.
+        """
+        packed = isinstance(input, PackedSequence)
+        dev = (input.data if packed else input).device.type
+        autocast = torch.is_autocast_enabled(dev)
+        L_info = None
+        if packed:
+            if lengths is not None:
+                raise ValueError("lengths= is for padded tensors; a PackedSequence has its own")
+            self._check_input(input.data, autocast)
+            x, L_info = _varlen.from_packed(input)               # (T, B, I), the batch's order
+            unbatched = False
         else:
-            if is_lstm:
-                if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-                    raise TypeError("LSTM expects hx=(h_0, c_0)")
-                h0, c0 = hx
-                self._check_state(h0, B, "h_0", unbatched)
-                self._check_state(c0, B, "c_0", unbatched)
+            self._check_input(input, autocast)
+            unbatched = input.dim() == 2
+            x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+            if lengths is not None:
                 if unbatched:
-                    h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
-            else:
-                if not isinstance(hx, Tensor):
-                    raise TypeError(f"{self.mode} expects hx to be a Tensor h_0")
-                h0, c0 = hx, None
-                self._check_state(h0, B, "h_0", unbatched)
-                if unbatched:
-                    h0 = h0.unsqueeze(1)
+                    raise ValueError("lengths= needs a batched input")
+                L_info = _varlen.from_lengths(lengths, x.shape[0], x.shape[1])
+                if bool((L_info.lengths == x.shape[0]).all()):
+                    L_info = None                                  # nothing to skip
+        T, B, _ = x.shape
+        h0, c0 = self._initial_state(hx, x, B, unbatched)
+        if L_info is not None:
+            # The whole stack runs in decreasing-length order, where the sequences still running
+            # at any step are a prefix of the batch; back to the batch's order at the end.
+            order = L_info.sorted_indices.to(x.device)
+            x, h0 = x.index_select(1, order), h0.index_select(1, order)
+            c0 = c0.index_select(1, order) if c0 is not None else None
+            L_run = _varlen.Lengths(L_info.lengths[L_info.sorted_indices],
+                                    torch.arange(B), L_info.batch_sizes)
+        else:
+            L_run = None
+        if autocast:
+            out_dtype = _autocast_probe(self, dev, packed or L_info is not None)[0]
 
         train = self.training
         hn, cn = [], []
-        for k in range(L):
+        for k in range(self.num_layers):
             p_in = self.dropout_input if k == 0 else self.dropout_between
             layer_in = x
-            out, h_k, c_k = self._run_layer(k, x, h0[k], c0[k] if is_lstm else None, p_in, train)
-            if self.skip and k > 0 and layer_in.shape[-1] == H:
-                out = out + layer_in
+            out, states = self._run_layer(k, x, h0, c0, p_in, train, L_run, autocast)
+            if self.skip and k > 0 and layer_in.shape[-1] == out.shape[-1]:
+                out = out + layer_in.to(out.dtype)
             x = out
-            hn.append(h_k)
-            cn.append(c_k)
+            for h_k, c_k in states:
+                hn.append(h_k)
+                cn.append(c_k)
         if train and self.dropout_output:
             x = x * self._input_mask(x.shape, self.dropout_output, x)
-        out = x.squeeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
         h_n = torch.stack(hn)
+        c_n = torch.stack(cn) if self.mode == "LSTM" else None
+        if L_info is not None:
+            back = L_info.unsorted_indices.to(x.device)
+            x, h_n = x.index_select(1, back), h_n.index_select(1, back)
+            c_n = c_n.index_select(1, back) if c_n is not None else None
+        if autocast:
+            x, h_n = x.to(out_dtype), h_n.to(out_dtype)
+            c_n = c_n.to(out_dtype) if c_n is not None else None
+        if packed:
+            out = _varlen.to_packed(x, L_info, input)
+        else:
+            out = x.squeeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
         if unbatched:
             h_n = h_n.squeeze(1)
+            c_n = c_n.squeeze(1) if c_n is not None else None
+        return (out, (h_n, c_n)) if self.mode == "LSTM" else (out, h_n)
+
+    def _initial_state(self, hx, x: Tensor, B: int, unbatched: bool):
+        """``(h0, c0)``, each ``(num_layers·D, B, H)`` (c0 None but for the LSTM)."""
+        is_lstm = self.mode == "LSTM"
+        if hx is None:
+            w = self.weight_hh_l0
+            zeros = torch.zeros(self.num_layers * self.num_directions, B, self.hidden_size,
+                                dtype=w.dtype, device=x.device)
+            return zeros, (zeros if is_lstm else None)
         if is_lstm:
-            c_n = torch.stack(cn)
-            return out, (h_n, c_n.squeeze(1) if unbatched else c_n)
-        return out, h_n
+            if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+                raise TypeError("LSTM expects hx=(h_0, c_0)")
+            h0, c0 = hx
+            self._check_state(h0, B, "h_0", unbatched)
+            self._check_state(c0, B, "c_0", unbatched)
+            return (h0.unsqueeze(1), c0.unsqueeze(1)) if unbatched else (h0, c0)
+        if not isinstance(hx, Tensor):
+            raise TypeError(f"{self.mode} expects hx to be a Tensor h_0")
+        self._check_state(hx, B, "h_0", unbatched)
+        return (hx.unsqueeze(1) if unbatched else hx), None
 
     def _input_mask(self, shape, p: float, ref: Tensor, gates: int = 1) -> Tensor:
         """Mask for a ``(T, B, F)`` sequence: variational ``(1, B, F)`` (``(G, 1, B, F)``
@@ -215,9 +273,27 @@ class _RNNBase(nn.Module):
         return bernoulli_mask(shp, p, dtype=ref.dtype, device=ref.device)
 
     def _run_layer(self, k: int, x: Tensor, h0: Tensor, c0: Optional[Tensor], p_in: float,
-                   train: bool):
+                   train: bool, L: Optional[_varlen.Lengths], autocast: bool):
+        """Layer ``k``, every direction: ``(output (T, B, D·H), [(h_n, c_n) per direction])``.
+        Each direction draws its own masks (input, then recurrent), forward direction first."""
+        outs, states = [], []
+        for d, sfx in enumerate(self._suffixes):
+            j = k * self.num_directions + d
+            xd = x
+            if d == 1:   # the reverse direction reads each sequence from its last real token
+                xd = x.flip(0) if L is None else _varlen.reverse_within(x, L)
+            out, h, c = self._run_direction(k, sfx, xd, h0[j], c0[j] if c0 is not None else None,
+                                            p_in, train, L, autocast)
+            if d == 1:
+                out = out.flip(0) if L is None else _varlen.reverse_within(out, L)
+            outs.append(out)
+            states.append((h, c))
+        return (outs[0] if len(outs) == 1 else torch.cat(outs, -1)), states
+
+    def _run_direction(self, k: int, sfx: str, x: Tensor, h0: Tensor, c0: Optional[Tensor],
+                       p_in: float, train: bool, L: Optional[_varlen.Lengths], autocast: bool):
         G, H = self._gates, self.hidden_size
-        w_ih, w_hh, b_ih, b_hh = self._layer_weights(k)
+        w_ih, w_hh, b_ih, b_hh = self._layer_weights(k, sfx)
         drop_in = train and p_in > 0
         drop_h = train and self.dropout_hidden > 0
         untied = not self.tied and self.variational
@@ -232,65 +308,196 @@ class _RNNBase(nn.Module):
         if drop_in and not untied:
             x = x * self._input_mask(x.shape, p_in, x)
         fused_ok = not drop_h and not x_untied and (self.mode != "RNN" or self.activation in ("tanh", "relu"))
-        if fused_ok:
-            return self._fused(x, h0, c0, w_ih, w_hh, b_ih, b_hh, train)
+        # With lengths on a CPU the loops run instead: torch's packed CPU kernels took ~10x longer
+        # than them on IMDB-like batches (benchmarks/variational_lstm.py --packed).
+        # Under an autocast torch's own kernel cannot run (float16 on a CPU; bfloat16 on a CPU
+        # without avx512, where oneDNN has no bf16 LSTM primitive) the loop runs, in fp32.
+        if autocast and fused_ok and not _autocast_probe(self, x.device.type, False)[1]:
+            fused_ok = False
+        if fused_ok and (L is None or x.device.type != "cpu"):
+            return self._fused(x, h0, c0, w_ih, w_hh, b_ih, b_hh, train, L)
+        if fused_ok and self.mode == "RNN":
+            # The Elman RNN needs no freezing (see _segmented): torch's padded kernel runs each
+            # segment, faster on a CPU than the loop (benchmarks/variational_lstm.py --packed).
+            def fused_step(piece, h, c, ends):
+                return self._fused(piece, h, None, w_ih, w_hh, b_ih, b_hh, train)
+            return self._segmented(fused_step, x, h0, c0, L)
 
         # Loop path: one big input projection, then the recurrence that fast.select picks.
-        bias = None
-        if b_ih is not None:
-            bias = b_ih if self.mode == "GRU" else b_ih + b_hh
-        if x_untied:
-            xp = fast.untied_linear(x, self._input_mask(x.shape, p_in, x, gates=G), w_ih, bias)
-        else:
-            # One product with the bias fused (oneDNN forward and backward on CPU): measured
-            # faster than `x @ w.t() + b` and it saves less for backward (docs/results/speed.md).
-            xp = fast.linear(x, w_ih, bias)
-        mask_h = None
-        if drop_h:  # drawn after the input masks: the seeded draw order is part of the behaviour
-            B = x.shape[1]
-            shape = (G, B, H) if untied else (B, H)
-            mask_h = bernoulli_mask(shape, self.dropout_hidden, dtype=x.dtype, device=x.device)
-        if self.mode == "LSTM":
-            args = (xp, h0, c0, w_hh, mask_h)
-        elif self.mode == "GRU":
-            args = (xp, h0, w_hh, b_hh, mask_h)
-        else:
-            args = (xp, h0, w_hh, ACTIVATIONS[self.activation], mask_h)
-        out, h, *c = fast.select(self.mode, *args)(*args)
-        return out, h, (c[0] if c else None)
+        # Under autocast it runs in the weights' dtype (autocast off inside): same numbers as
+        # without autocast; the output is cast to torch's autocast dtype at the end of forward.
+        with torch.autocast(x.device.type, enabled=False) if autocast else contextlib.nullcontext():
+            if autocast:
+                x, h0 = x.to(w_ih.dtype), h0.to(w_ih.dtype)
+                c0 = c0.to(w_ih.dtype) if c0 is not None else None
+            bias = None
+            if b_ih is not None:
+                bias = b_ih if self.mode == "GRU" else b_ih + b_hh
+            m_in = self._input_mask(x.shape, p_in, x, gates=G) if x_untied else None
+            mask_h = None
+            if drop_h:  # drawn after the input masks: the seeded draw order is part of the behaviour
+                B = x.shape[1]
+                shape = (G, B, H) if untied else (B, H)
+                mask_h = bernoulli_mask(shape, self.dropout_hidden, dtype=x.dtype, device=x.device)
 
-    def _fused(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh, train):
+            def project(x, rows=None):
+                """The input projection of ``x`` (T, b, I), the first ``b`` sequences."""
+                if m_in is not None:
+                    return fast.untied_linear(x, m_in if rows is None else m_in[:, :, :rows],
+                                              w_ih, bias)
+                # One product with the bias fused (oneDNN forward and backward on CPU): measured
+                # faster than `x @ w.t() + b` and it saves less for backward (docs/results/speed.md).
+                return fast.linear(x, w_ih, bias)
+            return self._recur(project, x, h0, c0, w_hh, b_hh, mask_h, L)
+
+    def _recur(self, project, x, h0, c0, w_hh, b_hh, mask_h, L):
+        """The recurrence over ``x`` (T, B, I), projected by ``project``: all steps, or with
+        lengths the real ones only (:meth:`_segmented`)."""
+        def run(xp, h0, c0, m):
+            if self.mode == "LSTM":
+                args = (xp, h0, c0, w_hh, m)
+            elif self.mode == "GRU":
+                args = (xp, h0, w_hh, b_hh, m)
+            else:
+                args = (xp, h0, w_hh, ACTIVATIONS[self.activation], m)
+            out, h, *c = fast.select(self.mode, *args)(*args)
+            return out, h, (c[0] if c else None)
+
+        if L is None:
+            return run(project(x), h0, c0, mask_h)
+
+        def step(piece, h, c, ends):
+            b = piece.shape[1]
+            xp = project(piece, b)
+            if ends is not None and self.mode != "RNN":
+                xp = _varlen.freeze(xp, ends, self.mode)
+            mb = None if mask_h is None else (mask_h[:b] if mask_h.dim() == 2 else mask_h[:, :b])
+            return run(xp, h, c, mb)
+        return self._segmented(step, x, h0, c0, L)
+
+    def _segmented(self, step, x, h0, c0, L):
+        """Run ``step(piece (t, b, I), h (b, H), c, ends) -> (out, h, c)`` over the segments of
+        ``x`` (T, B, I), the batch in decreasing-length order, where the sequences still running
+        at any step are a prefix of the batch (see ``_varlen``): each segment runs on its first
+        ``b`` rows only. ``ends`` (t, b) marks the real steps of a segment in which some row
+        ends (else None): a gated cell's ``step`` freezes those rows' state past their end.
+        The Elman RNN has no gate to freeze: its rows run on past their end inside the segment,
+        never into a real step (a row that has ended is not in the next segment); its h_n, like
+        the LSTM's (which freezes c only), is read from the output at the last real step."""
+        T, B = x.shape[:2]
+        alive = L.alive(T, x.device).to(x.device)                  # (T, B), sorted order
+        segs = _varlen.segments(L.batch_sizes, _SEGMENT_TOLERANCE)
+        # split, not slice, along time: a slice's backward fills a zero tensor of the whole
+        # input for every segment, a split's concatenates the pieces once
+        pieces = torch.split(x, [t1 - t0 for t0, t1, _ in segs])
+        h, c, outs = h0, c0, []
+        for (t0, t1, b), piece in zip(segs, pieces):
+            ends = alive[t0:t1, :b]
+            partial = not bool(ends.all())
+            o, hb, cb = step(piece[:, :b] if b < B else piece, h[:b],
+                             c[:b] if c is not None else None, ends if partial else None)
+            if partial:
+                o = o * ends.unsqueeze(-1).to(o.dtype)
+            outs.append(F.pad(o, (0, 0, 0, B - b)) if b < B else o)
+            h = torch.cat([hb, h[b:]]) if b < B else hb
+            if c is not None:
+                c = torch.cat([cb, c[b:]]) if b < B else cb
+        out = torch.cat(outs)
+        if self.mode != "GRU":
+            last = (L.lengths - 1).to(out.device)
+            h = out[last, torch.arange(B, device=out.device)]
+        return out, h, c
+
+    def _fused(self, x, h0, c0, w_ih, w_hh, b_ih, b_hh, train, L=None):
         has_bias = b_ih is not None
         weights = [w_ih, w_hh, b_ih, b_hh] if has_bias else [w_ih, w_hh]
-        args = (weights, has_bias, 1, 0.0, train, False, False)
+        fn = {"LSTM": torch.lstm, "GRU": torch.gru, "tanh": torch.rnn_tanh,
+              "relu": torch.rnn_relu}[self.mode if self.mode != "RNN" else self.activation]
+        hx = (h0.unsqueeze(0), c0.unsqueeze(0)) if self.mode == "LSTM" else h0.unsqueeze(0)
         with warnings.catch_warnings():
             # Each layer hands cuDNN its own weight tensors (they may be DropConnect-ed copies),
             # so cuDNN's advice to flatten them into one buffer does not apply; the copy it makes
             # is per layer and small. Silenced here only: the user's own nn.LSTM still warns.
             warnings.filterwarnings("ignore",
                                     message="RNN module weights are not part of single contiguous")
-            if self.mode == "LSTM":
-                out, h, c = torch.lstm(x, (h0.unsqueeze(0), c0.unsqueeze(0)), *args)
-                return out, h[0], c[0]
-            fn = {"GRU": torch.gru, "tanh": torch.rnn_tanh, "relu": torch.rnn_relu}[
-                "GRU" if self.mode == "GRU" else self.activation]
-            out, h = fn(x, h0.unsqueeze(0), *args)
-            return out, h[0], None
+            if L is None:
+                res = fn(x, hx, weights, has_bias, 1, 0.0, train, False, False)
+            else:   # torch's own packed kernel (the batch is in decreasing-length order)
+                data = pack_padded_sequence(x, L.lengths, enforce_sorted=True).data
+                res = fn(data, L.batch_sizes, hx, weights, has_bias, 1, 0.0, train, False)
+        out, h = res[0], res[1]
+        c = res[2] if self.mode == "LSTM" else None
+        if L is not None:
+            out = pad_packed_sequence(PackedSequence(out, L.batch_sizes), total_length=x.shape[0])[0]
+        return out, h[0], (c[0] if c is not None else None)
 
     @classmethod
     def from_torch(cls, module: nn.RNNBase, **dropout_options):
-        """Build an rnndrop layer with the weights of a ``torch.nn`` one (copied)."""
+        """Build an rnndrop layer with the weights of a ``torch.nn`` one (copied); bidirectional
+        layers included. ``dropout_options`` are this class's dropout arguments."""
         if type(module).__name__ != cls.mode and not (cls.mode == "RNN" and isinstance(module, nn.RNN)):
             raise TypeError(f"{cls.__name__}.from_torch expects nn.{cls.mode}, got {type(module).__name__}")
-        if module.bidirectional or getattr(module, "proj_size", 0):
-            raise ValueError("bidirectional and projected torch RNNs are not supported")
+        if getattr(module, "proj_size", 0):
+            raise ValueError("LSTMs with proj_size > 0 are not supported")
         kwargs = dict(num_layers=module.num_layers, bias=module.bias, batch_first=module.batch_first,
-                      device=module.weight_ih_l0.device, dtype=module.weight_ih_l0.dtype)
+                      bidirectional=module.bidirectional, device=module.weight_ih_l0.device,
+                      dtype=module.weight_ih_l0.dtype)
         if isinstance(module, nn.RNN) and cls.mode == "RNN":
             kwargs["activation"] = module.nonlinearity
+        if module.dropout and "dropout" not in dropout_options and "dropout_between" not in dropout_options:
+            kwargs["dropout"] = module.dropout
         new = cls(module.input_size, module.hidden_size, **kwargs, **dropout_options)
         new.load_state_dict(module.state_dict())
         return new
+
+    def to_torch(self) -> nn.RNNBase:
+        """The ``torch.nn`` layer with these weights (copied) and ``dropout_between`` as its
+        ``dropout``; the options torch does not have (recurrent, input and output dropout,
+        untied masks, weight dropout, skips, other activations) are left behind."""
+        if self.mode == "RNN" and self.activation not in ("tanh", "relu"):
+            raise ValueError(f"torch.nn.RNN has no {self.activation!r} activation")
+        cls = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}[self.mode]
+        kwargs = dict(num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                      dropout=self.dropout_between, bidirectional=self.bidirectional,
+                      device=self.weight_ih_l0.device, dtype=self.weight_ih_l0.dtype)
+        if self.mode == "RNN":
+            kwargs["nonlinearity"] = self.activation
+        module = cls(self.input_size, self.hidden_size, **kwargs)
+        module.load_state_dict(self.state_dict())
+        return module
+
+
+# Segments of the variable-length loop end where fewer than this share of their rows still run:
+# at most ~15% of a segment's row-steps are padding, in a handful of segments per batch.
+_SEGMENT_TOLERANCE = 0.85
+
+_AUTOCAST_DTYPES: dict = {}
+
+
+def _autocast_probe(layer: "_RNNBase", device_type: str, packed: bool) -> tuple[torch.dtype, bool]:
+    """``(dtype, runs)``: the dtype ``torch.nn``'s layer of the same kind returns under the
+    autocast now active, and whether torch's kernel runs under it at all (asked of torch once
+    per case: its policy differs between cells and for packed input, and its CPU kernels exist
+    for bf16 only where oneDNN has them)."""
+    key = (layer.mode, layer.activation, layer.num_layers, layer.bidirectional, device_type,
+           torch.get_autocast_dtype(device_type), packed)
+    if key not in _AUTOCAST_DTYPES:
+        mode = layer.mode if layer.mode != "RNN" else layer.activation
+        cls = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)
+        kw = {"nonlinearity": mode} if cls is nn.RNN and mode in ("tanh", "relu") else {}
+        # fork_rng: initialising the probe must not move the RNG the masks are drawn from (a
+        # resumed run, whose cache is empty, would draw different masks from then on)
+        with torch.random.fork_rng(devices=[]):
+            ref = cls(2, 2, num_layers=layer.num_layers, bidirectional=layer.bidirectional, **kw)
+        ref = ref.to(device_type)
+        x = torch.zeros(2, 2, 2, device=device_type)
+        try:
+            with torch.no_grad():
+                out = ref(pack_padded_sequence(x, [2, 1]) if packed else x)[0]
+            _AUTOCAST_DTYPES[key] = (out.data.dtype if packed else out.dtype, True)
+        except RuntimeError:   # torch itself cannot run it: ours returns the weights' dtype
+            _AUTOCAST_DTYPES[key] = (layer.weight_ih_l0.dtype, False)
+    return _AUTOCAST_DTYPES[key]
 
 
 # ------------------------------------------------------------------------------ docstrings
@@ -309,6 +516,13 @@ Which code runs: with no per-sample recurrent mask (``dropout_hidden=0``, or
 ``hidden_mask="batch"``) and tied input masks, each layer runs PyTorch's fused kernel (cuDNN on
 GPU); otherwise the input projection is one product for the whole sequence and the recurrence
 loops over time (``rnndrop.fast``: fused C kernels on CPU, Triton on CUDA for the LSTM).
+Variable lengths (a ``PackedSequence``, or ``lengths=``): on a GPU torch's packed kernel where
+the fused one runs; elsewhere (and on a CPU always, where torch's packed kernels are slow) the
+batch runs in decreasing-length order in a few time segments, each on the sequences still
+running, with the steps past a sequence's end frozen (no state changes, zero output).
+Autocast: the fused kernel runs under it where torch's does; the loops run in the
+parameters' dtype with autocast off inside, and the outputs are cast to the dtype
+``torch.nn``'s layer returns under the same autocast.
 """
 
 _ARGS_DOC = """
@@ -321,8 +535,11 @@ Args:
     batch_first: if ``True``, ``input`` and ``output`` are ``(B, T, feature)`` instead of
         ``(T, B, feature)``; the states keep their shapes. Default: ``False``
     dropout: torch's name for ``dropout_between`` (give one of the two). Default: 0
-    bidirectional: ``True`` raises ``ValueError`` (not supported: run a second layer over the
-        reversed sequence). Default: ``False``
+    bidirectional: if ``True``, each layer has a second, reverse direction that reads each
+        sequence from its last real token back (its weights ``..._reverse``); the layer's output
+        is both directions' ``h_t`` side by side (``2H`` features), the states hold
+        ``2·num_layers`` rows (layer ``k``: rows ``2k`` forward, ``2k+1`` reverse), as in
+        ``torch.nn``. Each direction draws its own masks. Default: ``False``
     dropout_input: drop probability of the mask ``δ`` on the input of the first layer: every
         gate's ``W_i·`` multiplies ``x_t ∘ δ``, with ``δ`` of shape ``(1, B, I)`` (variational:
         one mask per sequence, the same at every step), ``(T, B, I)`` (``variational=False``:
@@ -364,17 +581,24 @@ Args:
 _IO_DOC = """
 Inputs: input, {state_in}
     * **input**: ``(T, I)`` unbatched, else ``(T, B, I)``, or ``(B, T, I)`` with
-      ``batch_first=True``: the input sequence (a ``PackedSequence`` is not supported: pad,
-      and gather the outputs at the lengths).
-    * **h_0**: ``(num_layers, H)`` unbatched, else ``(num_layers, B, H)``: the initial hidden
-      state of each layer. Default: zeros{cell_in}
+      ``batch_first=True``: the input sequence; or a ``PackedSequence`` (sorted or not), for
+      which the output is one too, as in ``torch.nn``.
+    * **h_0**: ``(D·num_layers, H)`` unbatched, else ``(D·num_layers, B, H)`` (``D`` = 2 if
+      ``bidirectional`` else 1): the initial hidden state of each layer and direction.
+      Default: zeros{cell_in}
+    * **lengths** (keyword, padded input only): ``(B,)`` the real length of each sequence,
+      ``1 ≤ lengths ≤ T``: the same as packing the input first (nothing past a sequence's end
+      is computed, its final state is the one at its last real step, the reverse direction
+      starts there, the output past it is zero), without the packing.
 
 Outputs: output, {state_out}
-    * **output**: ``(T, H)`` unbatched, else ``(T, B, H)``, or ``(B, T, H)`` with
-      ``batch_first=True``: ``h_t`` of the last layer at every step (times the output mask
-      with ``dropout_output``; plus the layer's input with ``skip``).
-    * **h_n**: ``(num_layers, H)`` unbatched, else ``(num_layers, B, H)``: the final hidden
-      state of each layer.{cell_out}
+    * **output**: ``(T, D·H)`` unbatched, else ``(T, B, D·H)``, or ``(B, T, D·H)`` with
+      ``batch_first=True`` (a ``PackedSequence`` for packed input): ``h_t`` of the last layer
+      at every step, both directions side by side (times the output mask with
+      ``dropout_output``; plus the layer's input with ``skip``).
+    * **h_n**: ``(D·num_layers, H)`` unbatched, else ``(D·num_layers, B, H)``: the final
+      hidden state of each layer and direction (the reverse direction's is at the first
+      step).{cell_out}
 """
 
 _ATTRIBUTES_DOC = """

@@ -112,6 +112,10 @@ class LMTrainer:
             self.opt = torch.optim.SGD(self.model.parameters(), lr=t.lr)
         else:
             self.opt = torch.optim.Adam(self.model.parameters(), lr=t.lr)
+        dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
+        self._autocast_dtype = dtype
+        # fp16 needs loss scaling (its gradients underflow); bf16 has float32's range.
+        self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
         self.train_data = batchify(corpus.train, t.batch_size)
         self.valid_data = batchify(corpus.valid, t.eval_batch_size)
         self.test_data = batchify(corpus.test, t.eval_batch_size)
@@ -128,8 +132,14 @@ class LMTrainer:
         self.out.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------------- checkpoints
+    def _autocast(self):
+        """Forward passes (training, evaluation, the probe) in ``train.precision``."""
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype or torch.float32,
+                              enabled=self._autocast_dtype is not None)
+
     def state_dict(self) -> dict:
         return {
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "rng": _rng_state(self.gen),
@@ -163,6 +173,8 @@ class LMTrainer:
         restore_weights(self.model, st, path, self.cfg)
         self._step_log.clear()   # steps after the checkpoint are replayed, not kept twice
         self.opt.load_state_dict(st["optimizer"])
+        if self.scaler is not None and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
         _set_rng_state(st["rng"], self.gen)
         self.hidden = None if st["hidden"] is None else tuple(h.to(self.device) for h in st["hidden"])
         ts = st["train_state"]
@@ -196,7 +208,7 @@ class LMTrainer:
         was = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 probe = self.model.loss(self.model(x)[0], y).item()
         finally:
             self.model.train(was)
@@ -320,8 +332,9 @@ class LMTrainer:
             scale = x.shape[0] / t.bptt
         if st.step < t.warmup_steps:
             scale *= (st.step + 1) / t.warmup_steps
-        out, hidden = model(x, hidden)
-        loss = model.loss(out, y)
+        with self._autocast():
+            out, hidden = model(x, hidden)
+            loss = model.loss(out, y)
         loss_v = loss.item()
         self._at("forward")
         if not math.isfinite(loss_v):
@@ -333,17 +346,26 @@ class LMTrainer:
                                     f"(train.divergence_loss)")
         self.opt.zero_grad(set_to_none=True)
         # Zaremba's objective sums the per-token NLL over the window (mean over batch).
-        (loss * x.shape[0] if t.loss_reduction == "sum_over_time" else loss).backward()
+        objective = loss * x.shape[0] if t.loss_reduction == "sum_over_time" else loss
+        (self.scaler.scale(objective) if self.scaler is not None else objective).backward()
         self._at("backward")
+        if self.scaler is not None:
+            self.scaler.unscale_(self.opt)     # clip the true gradients
         clip = clip_grad_norm(model.parameters(), t.clip if t.clip > 0 else math.inf)
-        if not clip.finite:
+        # With a GradScaler an overflow is expected now and then: that step is skipped and the
+        # scale lowered (torch's GradScaler); without one it is a divergence.
+        if not clip.finite and self.scaler is None:
             self._restore_last_good(f"non-finite gradient norm at epoch {st.epoch}, step {st.step + 1}")
         self._at("clip")
         with self._signals.hold():
             self.clip.update(clip)
             for g in self.opt.param_groups:
                 g["lr"] = lr * scale
-            self.opt.step()
+            if self.scaler is not None:
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                self.opt.step()
             if t.weight_decay:
                 with torch.no_grad():
                     for p in model.parameters():
@@ -354,7 +376,8 @@ class LMTrainer:
             es["loss"] += loss_v * ntok
             es["tokens"] += ntok
             self._step_log.append(f'{{"step": {st.step + 1}, "loss": {loss_v:.6g}, '
-                                  f'"grad_norm": {clip.total_norm:.6g}, "clipped": {str(clip.clipped).lower()}}}')
+                                  f'"grad_norm": {_json_number(clip.total_norm)}, '
+                                  f'"clipped": {str(clip.clipped).lower()}}}')
             st.step += 1
             st.position = pos + x.shape[0]
             self._rng_snap = _rng_state(self.gen)
@@ -381,12 +404,14 @@ class LMTrainer:
     def _end_epoch(self, lr: float) -> None:
         st, t = self.state, self.cfg.train
         es = st.epoch_stats
-        val = perplexity(self.model, self.valid_data, t.bptt)
+        with self._autocast():
+            val = perplexity(self.model, self.valid_data, t.bptt)
         rec = {"epoch": st.epoch, "lr": lr, "train_ppl": exp_or_inf(es["loss"] / es["tokens"]),
                "valid_ppl": val, "epoch_seconds": es["seconds"],
                "tokens_per_s": es["tokens"] / max(es["seconds"], 1e-9),
                "mean_grad_norm": self.clip.mean_norm if self.clip.steps else 0.0,
                "clipped_fraction": self.clip.fraction_clipped,
+               "precision": t.precision,
                "step": st.step}
         self._at("epoch_end")
         with self._signals.hold():
@@ -418,18 +443,25 @@ class LMTrainer:
         if best.is_file():
             st = ckpt.require(ckpt.load(best, map_location=self.device), ("model",), best)
             ckpt.load_weights(self.model, st["model"], best)   # this run's own: same config
-        res = {"valid_ppl": perplexity(self.model, self.valid_data, t.bptt),
-               "test_ppl": perplexity(self.model, self.test_data, t.bptt)}
-        if t.mc_samples:
-            torch.manual_seed(t.seed)
-            res["test_ppl_mc"] = perplexity(self.model, self.test_data, t.bptt, t.mc_samples,
-                                            mc_batch=default_mc_batch(self.model, t))
+        with self._autocast():
+            res = {"valid_ppl": perplexity(self.model, self.valid_data, t.bptt),
+                   "test_ppl": perplexity(self.model, self.test_data, t.bptt)}
+            if t.mc_samples:
+                torch.manual_seed(t.seed)
+                res["test_ppl_mc"] = perplexity(self.model, self.test_data, t.bptt,
+                                                t.mc_samples,
+                                                mc_batch=default_mc_batch(self.model, t))
         res["epochs"] = len(self.state.history)
         with open(self.out / "final.json", "w") as f:
             json.dump(res, f, indent=2)
         self.log("final: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                         for k, v in res.items()))
         return res
+
+
+def _json_number(x: float) -> str:
+    """A number for a JSON line, compact; non-finite as Python's json writes and reads it."""
+    return f"{x:.6g}" if math.isfinite(x) else json.dumps(x)
 
 
 def default_mc_batch(model, t) -> int:

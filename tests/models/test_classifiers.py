@@ -64,12 +64,14 @@ def test_gather_reads_last_real_token_and_padding_changes_nothing(encoder):
     # the feature of each row is the encoder state of that row run alone on its real tokens
     for b in range(tokens.shape[0]):
         L = int(lengths[b])
-        alone = m.encoder(m.embedding(tokens[b:b + 1, :L]))[0][0, -1]
-        torch.testing.assert_close(feats[b], alone)
+        alone = m.encoder(m.embedding(tokens[b:b + 1, :L]))[0][0]
+        H = m.hidden_size      # bidirectional: the reverse direction's output at the first token
+        want = alone[-1] if m.encoder.num_directions == 1 else torch.cat([alone[-1, :H], alone[0, H:]])
+        torch.testing.assert_close(feats[b], want)
     # ... and is not the final state h_n (which ran over the padding) for the short rows
     out, hn = m.encoder(m.embedding(tokens))
     hn = hn[0] if isinstance(hn, tuple) else hn
-    assert not torch.allclose(feats[1], hn[0, 1])
+    assert not torch.allclose(feats[1, :6], hn[0, 1])        # (forward direction)
     # replacing the padding after the last real token by other words changes nothing
     noisy = tokens.clone()
     pad = torch.arange(tokens.shape[1]).unsqueeze(0) >= lengths.unsqueeze(1)
@@ -95,6 +97,34 @@ def test_gather_gradient_stops_at_last_real_token():
     pad = torch.arange(tokens.shape[1]).unsqueeze(0) >= lengths.unsqueeze(1)
     assert (g[pad] == 0).all()
     assert (g[~pad] > 0).all()
+
+
+@pytest.mark.parametrize("encoder", ["lstm", "bigru", "rnn_relu"])
+def test_packed_and_padded_encoders_agree_on_the_features(encoder):
+    """packed=True skips the padding; unidirectional features are the same either way (the
+    last real step), while a bidirectional encoder run over the padding reads its reverse
+    direction from the padding in."""
+    torch.manual_seed(3)
+    packed = SentimentClassifier(V, encoder, embedding_dim=8, hidden_size=6).eval()
+    padded = SentimentClassifier(V, encoder, embedding_dim=8, hidden_size=6, packed=False).eval()
+    padded.load_state_dict(packed.state_dict())
+    tokens, lengths = _batch()
+    a, b = packed.features(tokens, lengths), padded.features(tokens, lengths)
+    assert a.shape == (4, 6 * packed.encoder.num_directions) and packed.feature_size == a.shape[1]
+    if encoder.startswith("bi"):
+        torch.testing.assert_close(a[0], b[0])          # full length: no padding to read
+        assert not torch.allclose(a[1], b[1])
+    else:
+        torch.testing.assert_close(a, b)
+
+
+def test_bidirectional_encoders_and_regressor():
+    enc = make_encoder("bilstm", 3, 4, dropout_hidden=0.2)
+    assert isinstance(enc, LSTM) and enc.bidirectional and enc.num_directions == 2
+    reg = SentimentRegressor(V, "bigru", embedding_dim=8, hidden_size=5)
+    assert reg.out.in_features == 10
+    tokens, lengths = _batch()
+    assert reg(tokens, lengths).shape == (4,)
 
 
 def test_encoder_options_pass_through():

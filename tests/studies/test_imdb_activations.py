@@ -108,7 +108,25 @@ def test_all_encoders_quick_and_cli_wiring(tmp_path):
     assert args.func == study.STUDY.command
     assert args.func(args) == 0
     doc = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert [r["encoder"] for r in doc["results"]] == list(ENCODERS)
+    assert [r["encoder"] for r in doc["results"]] == list(study.UNIDIRECTIONAL)
+    assert set(ENCODERS) - set(study.UNIDIRECTIONAL) == {"bilstm", "bigru"}
+
+
+@pytest.mark.parametrize("packed", ["--packed", "--no-packed"])
+def test_bidirectional_with_recurrent_dropout_quick(tmp_path, quick_args, packed):
+    root = make_fake_imdb(tmp_path / "data")
+    out = tmp_path / "out"
+    argv = ["--encoders", "bilstm,gru", "--dropout-hidden", "0.25"]
+    args = quick_args(study, root, out, *argv, *([packed] if packed == "--no-packed" else []))
+    assert args.func(args) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["settings"]["dropout_hidden"] == 0.25
+    assert doc["settings"]["packed"] is (packed == "--packed")
+    bi, gru = doc["results"]
+    assert bi["grad_norms_trained"] is None and gru["grad_norms_trained"]["first"] > 0
+    assert 0.0 <= bi["test_acc"] <= 1.0
+    assert "| bilstm |" in (out / "results.md").read_text()
+    assert (out / "grad_norms.png").exists()
 
 
 def test_full_defaults_and_explicit_options_win(tmp_path):

@@ -11,7 +11,10 @@ follows it: that is the feature the heads read (:func:`last_real_step`), never `
 has run over the padding.
 
 Encoders (``ENCODERS``): ``rnn_tanh``, ``rnn_relu``, ``rnn_sigmoid``, ``rnn_leaky_relu``
-(:class:`rnndrop.rnn.RNN` with that activation), ``gru``, ``lstm``. ``encoder_options`` go to the
+(:class:`rnndrop.rnn.RNN` with that activation), ``gru``, ``lstm``, and the bidirectional
+``bigru``, ``bilstm`` (feature: the forward state after the last real token beside the reverse
+state after the first). The encoder runs on the real tokens only (``lengths=``: nothing of the
+padding is computed); ``packed=False`` runs it over the padding, as before 2026-12. ``encoder_options`` go to the
 recurrent layer unchanged (``dropout_input``, ``dropout_hidden``, ``dropout_output``,
 ``variational``, ``tied``, ``weight_dropout``, ...).
 
@@ -42,7 +45,8 @@ from ..rnn import ACTIVATIONS, GRU, LSTM, RNN
 __all__ = ["ENCODERS", "HEAD_ACTIVATIONS", "REGRESSION_SCHEMES", "make_encoder",
            "last_real_step", "SentimentClassifier", "SentimentRegressor"]
 
-ENCODERS = ("rnn_tanh", "rnn_relu", "rnn_sigmoid", "rnn_leaky_relu", "gru", "lstm")
+ENCODERS = ("rnn_tanh", "rnn_relu", "rnn_sigmoid", "rnn_leaky_relu", "gru", "lstm", "bigru",
+            "bilstm")
 HEAD_ACTIVATIONS = {**ACTIVATIONS, "gelu": F.gelu}   # the layers' activations, and GELU
 REGRESSION_SCHEMES = ("none", "naive", "variational")
 
@@ -56,6 +60,8 @@ def make_encoder(kind: str, input_size: int, hidden_size: int, num_layers: int =
     if "batch_first" in options and not options["batch_first"]:
         raise ValueError("the classifiers are batch-first; batch_first=False is not supported")
     options = {k: v for k, v in options.items() if k != "batch_first"}
+    if kind.startswith("bi"):
+        options["bidirectional"], kind = True, kind[2:]
     if kind == "lstm":
         return LSTM(input_size, hidden_size, num_layers, batch_first=True, **options)
     if kind == "gru":
@@ -94,13 +100,14 @@ class _SequenceModel(nn.Module):
 
     def _build(self, vocab_size: int, embedding_dim: int, hidden_size: int, encoder: str,
                num_layers: int, padding_idx: Optional[int], dropout_embedding: float,
-               encoder_options: Mapping) -> None:
+               encoder_options: Mapping, packed: bool = True) -> None:
         check_positive_int(vocab_size, "vocab_size")
         check_positive_int(embedding_dim, "embedding_dim")
         check_positive_int(hidden_size, "hidden_size")
         self.vocab_size, self.embedding_dim, self.hidden_size = vocab_size, embedding_dim, hidden_size
         self.encoder_kind = encoder
         self.padding_idx = padding_idx
+        self.packed = bool(packed)
         self.embedding = EmbeddingDropout(vocab_size, embedding_dim,
                                           dropout=check_probability(dropout_embedding,
                                                                     "dropout_embedding"),
@@ -115,11 +122,23 @@ class _SequenceModel(nn.Module):
             raise ValueError(f"tokens must be (B, T), got shape {tuple(tokens.shape)}")
         return self.embedding(tokens)
 
+    @property
+    def feature_size(self) -> int:
+        return self.hidden_size * self.encoder.num_directions
+
     def features_from_embeddings(self, embedded: Tensor, lengths: Tensor) -> Tensor:
-        """Run the encoder on ``(B, T, E)`` embeddings and read each row's last real step."""
+        """Run the encoder on ``(B, T, E)`` embeddings and read each row's last real step
+        (bidirectional: with the reverse direction's output at the first step, ``(B, 2H)``)."""
         _check_lengths(lengths, embedded.shape[0], embedded.shape[1])
-        output = self.encoder(embedded)[0]
-        return last_real_step(output, lengths)
+        if self.packed:
+            output = self.encoder(embedded, lengths=lengths.cpu())[0]
+        else:
+            output = self.encoder(embedded)[0]
+        H = self.hidden_size
+        last = last_real_step(output[..., :H], lengths)
+        if self.encoder.num_directions == 1:
+            return last
+        return torch.cat([last, output[:, 0, H:]], -1)
 
     def features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """``(B, H)``: the encoder state after each review's last real token."""
@@ -143,6 +162,8 @@ class SentimentClassifier(_SequenceModel):
         padding_idx: padding id (its embedding row is zero and gets no gradient), or None.
         encoder_options: passed to the recurrent layer, e.g. ``dict(dropout_hidden=0.25,
             variational=True)``.
+        packed: run the encoder on each review's real tokens only (default); ``False``: over the
+            padding too (the same features, more work).
 
     ``forward(tokens (B, T), lengths (B,)) -> logits (B, num_classes)``.
     """
@@ -151,7 +172,7 @@ class SentimentClassifier(_SequenceModel):
                  hidden_size: int = 128, num_layers: int = 1, head_size: int = 256,
                  num_classes: int = 2, head_activation: str = "relu", dropout: float = 0.0,
                  dropout_embedding: float = 0.0, padding_idx: Optional[int] = 0,
-                 encoder_options: Optional[Mapping] = None):
+                 encoder_options: Optional[Mapping] = None, packed: bool = True):
         super().__init__()
         check_positive_int(head_size, "head_size")
         check_positive_int(num_classes, "num_classes")
@@ -159,10 +180,10 @@ class SentimentClassifier(_SequenceModel):
             raise ValueError(f"head_activation must be one of {sorted(HEAD_ACTIVATIONS)}, "
                              f"got {head_activation!r}")
         self._build(vocab_size, embedding_dim, hidden_size, encoder, num_layers, padding_idx,
-                    dropout_embedding, encoder_options or {})
+                    dropout_embedding, encoder_options or {}, packed)
         self.head_activation = head_activation
         self.dropout = check_probability(dropout, "dropout")
-        self.fc = nn.Linear(hidden_size, head_size)
+        self.fc = nn.Linear(self.feature_size, head_size)
         self.out = nn.Linear(head_size, num_classes)
 
     def head(self, features: Tensor) -> Tensor:
@@ -185,7 +206,7 @@ class SentimentRegressor(_SequenceModel):
 
     Args:
         vocab_size: number of token ids.
-        cell: ``"lstm"`` or ``"gru"``.
+        cell: ``"lstm"``, ``"gru"``, ``"bilstm"`` or ``"bigru"``.
         scheme: one of :data:`REGRESSION_SCHEMES` (see the module docstring).
         p: dropout probability of the scheme (ignored by ``none``).
         p_embedding: word-type embedding dropout for ``variational`` (default ``p``).
@@ -199,10 +220,10 @@ class SentimentRegressor(_SequenceModel):
     def __init__(self, vocab_size: int, cell: str = "lstm", scheme: str = "variational",
                  p: float = 0.25, p_embedding: Optional[float] = None, tied: bool = True,
                  embedding_dim: int = 128, hidden_size: int = 128,
-                 padding_idx: Optional[int] = 0):
+                 padding_idx: Optional[int] = 0, packed: bool = True):
         super().__init__()
-        if cell not in ("lstm", "gru"):
-            raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
+        if cell not in ("lstm", "gru", "bilstm", "bigru"):
+            raise ValueError(f"cell must be 'lstm', 'gru', 'bilstm' or 'bigru', got {cell!r}")
         if scheme not in REGRESSION_SCHEMES:
             raise ValueError(f"scheme must be one of {REGRESSION_SCHEMES}, got {scheme!r}")
         p = check_probability(p, "p")
@@ -215,8 +236,9 @@ class SentimentRegressor(_SequenceModel):
             opts = dict(dropout_input=p, dropout_hidden=p, dropout_output=p, variational=True,
                         tied=tied)
         self.cell, self.scheme, self.p = cell, scheme, (0.0 if scheme == "none" else p)
-        self._build(vocab_size, embedding_dim, hidden_size, cell, 1, padding_idx, p_emb, opts)
-        self.out = nn.Linear(hidden_size, 1)
+        self._build(vocab_size, embedding_dim, hidden_size, cell, 1, padding_idx, p_emb, opts,
+                    packed)
+        self.out = nn.Linear(self.feature_size, 1)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         return torch.sigmoid(self.out(self.features(tokens, lengths))).squeeze(-1)

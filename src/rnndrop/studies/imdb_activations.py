@@ -2,7 +2,8 @@
 
 ``rnndrop study imdb-activations`` trains a
 :class:`~rnndrop.models.classifiers.SentimentClassifier` with each encoder — Elman RNNs with tanh /
-ReLU / sigmoid / leaky ReLU, a GRU and an LSTM — on the same class-balanced subset of the IMDB
+ReLU / sigmoid / leaky ReLU, a GRU and an LSTM (and, when asked, the bidirectional ``bigru``
+and ``bilstm``; ``--dropout-hidden`` adds variational recurrent dropout) — on the same class-balanced subset of the IMDB
 training reviews, with Adam and gradient-norm clipping, keeps the epoch with the best
 validation accuracy (a held-out part of the training split), and reports for each encoder:
 
@@ -11,7 +12,11 @@ validation accuracy (a held-out part of the training split), and reports for eac
 - the gradient reaching the first time step: ``‖∂L/∂h_t‖`` for every step ``t`` on a batch of
   test reviews that fill all ``max_len`` steps, measured with
   :func:`rnndrop.diagnostics.grad_norms_over_time` (tensor hooks on the hidden states), at
-  initialisation and after training; ``‖∂L/∂h_1‖ / ‖∂L/∂h_T‖`` and the per-step decay factor.
+  initialisation and after training; ``‖∂L/∂h_1‖ / ‖∂L/∂h_T‖`` and the per-step decay factor
+  (unidirectional encoders only).
+
+The encoder runs on each review's real tokens only (packed); ``--no-packed`` runs it over the
+padding too, as the study did before 2026-12 (the same features, more work).
 
 Outputs in ``--out`` (default ``runs/imdb-activations``): ``results.json``, ``results.md`` (a
 markdown table), ``accuracy.png`` (test accuracy per encoder) and ``grad_norms.png``
@@ -44,13 +49,16 @@ from ..models.classifiers import ENCODERS, HEAD_ACTIVATIONS, SentimentClassifier
 from ._cli import Study, environment, loadavg, option, save_progress, write_report
 
 NAME = "imdb-activations"
+UNIDIRECTIONAL = tuple(e for e in ENCODERS if not e.startswith("bi"))
 
 
 @dataclass
 class Settings:
     """Everything that defines a run (written to ``results.json``)."""
     data: Optional[str] = option(None, "data root holding imdb/ (default: $RNNDROP_DATA)")
-    encoders: tuple[str, ...] = option(ENCODERS, "encoders to train")
+    encoders: tuple[str, ...] = option(UNIDIRECTIONAL, "encoders to train (also: "
+                                       + ", ".join(e for e in ENCODERS if e not in UNIDIRECTIONAL)
+                                       + ")")
     train_size: int = option(6000, "class-balanced training subset of the 25k training reviews")
     val_size: int = option(1000, "validation reviews held out of the training split")
     test_size: int = option(0, "class-balanced test subset (0: all 25k)")
@@ -61,6 +69,10 @@ class Settings:
     head_size: int = option(256, "units of the head's hidden layer")
     head_activation: str = option("relu", "activation of the head", choices=tuple(HEAD_ACTIVATIONS))
     dropout: float = option(0.3, "dropout in the head")
+    dropout_hidden: float = option(0.0, "recurrent dropout in the encoder (one mask per review "
+                                   "and direction, reused at every step)")
+    packed: bool = option(True, "run the encoder over the padding too, as before 2026-12 "
+                          "(default: on each review's real tokens only)")
     epochs: int = option(6, "epochs per encoder")
     batch_size: int = option(64, "mini-batch size")
     lr: float = option(1e-3, "Adam learning rate")
@@ -157,10 +169,13 @@ def grad_batch(data: Encoded, n: int, max_len: int) -> Encoded:
 
 def measure_grad_norms(model: SentimentClassifier, batch: Encoded) -> dict:
     """``‖∂L/∂h_t‖`` for every step on ``batch`` (mean cross-entropy of the head on the last
-    real step), with :func:`rnndrop.diagnostics.grad_norms_over_time`; dropout off.
+    real step), with :func:`rnndrop.diagnostics.grad_norms_over_time`; dropout off. None for a
+    bidirectional encoder (its steps have two states, one per direction: no single curve).
 
     Measured on a float64 copy of the model: over 200 steps a vanilla RNN's gradient falls below
     the smallest float32 (it would read as exactly 0); the model itself is not touched."""
+    if model.encoder.num_directions > 1:
+        return None
     m = copy.deepcopy(model).to(torch.float64).eval()
     T = int(batch.lengths.max())
     device = next(m.parameters()).device
@@ -188,7 +203,9 @@ def train_encoder(encoder: str, vocab_size: int, train: Encoded, val: Encoded, t
     model = SentimentClassifier(vocab_size, encoder, embedding_dim=s.embedding_dim,
                                 hidden_size=s.hidden_size, head_size=s.head_size,
                                 head_activation=s.head_activation, dropout=s.dropout,
-                                padding_idx=0).to(s.device)
+                                padding_idx=0, packed=s.packed,
+                                encoder_options=dict(dropout_hidden=s.dropout_hidden,
+                                                     variational=True)).to(s.device)
     n_params = sum(p.numel() for p in model.parameters())
     gb = grad_batch(test, s.probe_batch, s.max_len)
     grad_init = measure_grad_norms(model, gb)
@@ -256,9 +273,10 @@ def markdown_table(results: Sequence[dict]) -> str:
     rows = []
     for r in results:
         gi, gt = r["grad_norms_init"], r["grad_norms_trained"]
+        grads = (f"{gi['ratio_first_last']:.2e} | {gt['ratio_first_last']:.2e} | "
+                 f"{gt['decay_per_step']:.4f}" if gi and gt else "— | — | —")
         rows.append(f"| {r['encoder']} | {r['test_acc']:.4f} | {r['best_val_acc']:.4f} "
-                    f"({r['best_epoch']}) | {r['epoch_time_s']:.1f} | {gi['ratio_first_last']:.2e} | "
-                    f"{gt['ratio_first_last']:.2e} | {gt['decay_per_step']:.4f} | "
+                    f"({r['best_epoch']}) | {r['epoch_time_s']:.1f} | {grads} | "
                     f"{r['clipping']['fraction_clipped']:.0%} |")
     return head + "\n".join(rows) + "\n"
 
@@ -283,6 +301,8 @@ def plot_results(results: Sequence[dict], out: Path) -> list[Path]:
     for k, (ax, key, title) in enumerate(zip(axes, ("grad_norms_init", "grad_norms_trained"),
                                              ("at initialisation", "after training"))):
         for r in results:
+            if not r[key]:          # bidirectional: no single curve
+                continue
             y = [v if (v > 0 and math.isfinite(v)) else float("nan") for v in r[key]["norms"]]
             ax.plot(range(1, len(y) + 1), y, label=r["encoder"], lw=1.2)
         ax.set_yscale("log")
@@ -290,7 +310,7 @@ def plot_results(results: Sequence[dict], out: Path) -> list[Path]:
         ax.set_ylabel(r"$\|\partial L/\partial h_t\|$")
         ax.set_title(title)
         ax.grid(True, which="major", alpha=0.3)
-        if k == 1:
+        if k == 1 and ax.get_lines():
             ax.legend(fontsize=7)
     paths.append(save(fig, out / "grad_norms.png"))
     return paths
@@ -318,8 +338,9 @@ def run(settings: Settings, out: Path, progress: bool = True) -> dict:
         r = train_encoder(enc, len(vocab), train, val, test, s, progress=progress)
         doc["results"].append(r)
         gt = r["grad_norms_trained"]
-        print(f"{enc:15s} test acc {r['test_acc']:.4f} | {r['epoch_time_s']:.1f} s/epoch | "
-              f"|dL/dh_1|/|dL/dh_T| {gt['ratio_first_last']:.2e} (decay {gt['decay_per_step']:.4f}/step)")
+        grads = (f" | |dL/dh_1|/|dL/dh_T| {gt['ratio_first_last']:.2e} "
+                 f"(decay {gt['decay_per_step']:.4f}/step)" if gt else "")
+        print(f"{enc:15s} test acc {r['test_acc']:.4f} | {r['epoch_time_s']:.1f} s/epoch{grads}")
         save_progress(doc, out, report, t_all)
     return doc
 
