@@ -1,0 +1,133 @@
+"""The trainer against a bare loop: tokens/s of ``rnndrop train``'s ``LMTrainer`` beside a
+training loop written like PyTorch's word_language_model example, on the same model, data and
+windows.
+
+The bare loop is the example's: forward, the loss (summed over the window where the recipe
+says so), ``backward``, ``clip_grad_norm_``, SGD by hand (``p -= lr * grad``), ``loss.item()``
+once per step for its running loss, hidden state detached. The trainer runs the real
+``LMTrainer.train`` for the same steps (``train.max_steps``), everything it reports included
+(step log, clipping record, running perplexity, progress bar or log lines, the divergence
+checks, the signal-safe commit). Only steps ``--warmup + 1 …`` are timed in both (the trainer's
+through its step hooks), so its start (directory, lock) and its final checkpoint are not.
+Interleaved: for each repeat, each scheme runs once in each form; medians; ratio bare / trainer
+(≥ 1 means the trainer is as fast as the bare loop). Measures only — asserts nothing.
+
+    RNNDROP_DATA=../shared/data python benchmarks/trainer_overhead.py --size small
+    RNNDROP_DATA=../shared/data python benchmarks/trainer_overhead.py --size medium --steps 20
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import torch
+
+from rnndrop.config import RunConfig
+from rnndrop.data.lm import load_lm_corpus
+from rnndrop.data.text import batchify, bptt_windows
+from rnndrop.models.lm import RNNLanguageModel
+from rnndrop.train import LMTrainer
+
+SIZES = {"small": (200, 20), "medium": (650, 35)}      # hidden size, bptt (Zaremba's recipes)
+SCHEMES = {
+    "none": {"scheme": "none"},
+    "zaremba": {"scheme": "zaremba", "dropout": 0.5},
+    "variational": {"scheme": "variational", "dropout_embedding": 0.1, "dropout_input": 0.5,
+                    "dropout_hidden": 0.2, "dropout_output": 0.5, "tied_masks": False},
+}
+
+
+def config(size: str, scheme: str, steps: int, bptt: int | None) -> RunConfig:
+    H, T = SIZES[size]
+    cfg = RunConfig()
+    cfg.model.hidden_size, cfg.model.num_layers, cfg.model.init_range = H, 2, 0.05
+    for k, v in SCHEMES[scheme].items():
+        setattr(cfg.model, k, v)
+    t = cfg.train
+    t.epochs, t.batch_size, t.bptt, t.lr, t.clip = 1, 20, bptt or T, 1.0, 5.0
+    t.max_steps, t.checkpoint_every, t.seed = steps, 0, 0
+    return cfg
+
+
+def time_trainer(cfg, corpus, warmup: int, progress: bool) -> float:
+    """Seconds per step of ``LMTrainer.train`` over steps ``warmup + 1 … max_steps``."""
+    marks = {}
+    with tempfile.TemporaryDirectory() as out:
+        trainer = LMTrainer(cfg, corpus, out, progress=progress, log=lambda *a: None)
+
+        def hook(point):
+            if point == "commit":
+                marks["t0" if trainer.state.step == warmup else "t1"] = time.perf_counter()
+        trainer.hook = hook
+        trainer.train()
+    return (marks["t1"] - marks["t0"]) / (cfg.train.max_steps - warmup)
+
+
+def time_bare(cfg, corpus, warmup: int) -> float:
+    """Seconds per step of the example-style loop on the same model and windows."""
+    t = cfg.train
+    torch.manual_seed(t.seed)
+    model = RNNLanguageModel.from_config(cfg.model, corpus.vocab).train()
+    data = batchify(corpus.train, t.batch_size)
+    hidden, total = None, 0.0
+    for i, (_, x, y) in enumerate(bptt_windows(data, t.bptt)):
+        if i == warmup:
+            t0 = time.perf_counter()
+        if i == t.max_steps:
+            break
+        hidden = None if hidden is None else tuple(h.detach() for h in hidden)
+        model.zero_grad(set_to_none=True)
+        out, hidden = model(x, hidden)
+        loss = model.loss(out, y)
+        (loss * x.shape[0] if t.loss_reduction == "sum_over_time" else loss).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(p.grad, alpha=-t.lr)
+        total += loss.item()
+    return (time.perf_counter() - t0) / (t.max_steps - warmup)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=SIZES, default="small")
+    ap.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=list(SCHEMES))
+    ap.add_argument("--steps", type=int, default=60, help="steps per run (the first --warmup untimed)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--bptt", type=int, default=None, help="window length (default: the recipe's)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--no-bar", action="store_true", help="the trainer without a progress bar")
+    ap.add_argument("--data", default=None, help="data root holding ptb/ (default $RNNDROP_DATA)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    root = args.data or os.environ.get("RNNDROP_DATA")
+    cfg0 = config(args.size, "none", args.steps, args.bptt)
+    corpus = load_lm_corpus(cfg0.data, os.path.join(root, "ptb") if root else None)
+    times = {(s, k): [] for s in args.schemes for k in ("bare", "trainer")}
+    for _ in range(args.repeats):
+        for s in args.schemes:
+            cfg = config(args.size, s, args.steps, args.bptt)
+            times[s, "bare"].append(time_bare(cfg, corpus, args.warmup))
+            times[s, "trainer"].append(time_trainer(cfg, corpus, args.warmup, not args.no_bar))
+    H, T = SIZES[args.size]
+    T = args.bptt or T
+    tok = 20 * T
+    print(f"trainer vs bare loop, size={args.size} (2 x {H} LSTM, bptt {T}, batch 20, PTB), "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{args.steps - args.warmup} timed steps x {args.repeats} interleaved repeats, "
+          f"progress bar {'off' if args.no_bar else 'on'}, load {os.getloadavg()[0]:.2f}")
+    print(f"{'scheme':<13}{'bare ms/step':>14}{'trainer ms/step':>17}{'bare tok/s':>12}"
+          f"{'trainer tok/s':>15}{'ratio':>8}")
+    for s in args.schemes:
+        b, tr = statistics.median(times[s, "bare"]), statistics.median(times[s, "trainer"])
+        print(f"{s:<13}{1e3 * b:>14.2f}{1e3 * tr:>17.2f}{tok / b:>12.0f}{tok / tr:>15.0f}"
+              f"{b / tr:>8.3f}")
+
+
+if __name__ == "__main__":
+    main()
