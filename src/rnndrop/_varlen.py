@@ -22,7 +22,6 @@ How the loops skip the padding without leaking into it (``rnndrop.rnn``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -44,11 +43,14 @@ class Lengths:
         return torch.empty_like(self.sorted_indices).scatter_(
             0, self.sorted_indices, torch.arange(self.sorted_indices.numel()))
 
-    def alive(self, T: int, device, order: str = "batch") -> Tensor:
-        """``(T, B)`` bool: step ``t`` is a real token of sequence ``b`` (``order="sorted"``:
-        ``b`` counts in decreasing-length order)."""
-        lens = self.lengths if order == "batch" else self.lengths[self.sorted_indices]
-        return torch.arange(T).unsqueeze(1) < lens.unsqueeze(0).to(torch.long).cpu()
+    def alive(self, T: int, device) -> Tensor:
+        """``(T, B)`` bool on ``device``: step ``t`` is a real token of sequence ``b``."""
+        return (torch.arange(T).unsqueeze(1) < self.lengths.unsqueeze(0)).to(device)
+
+    def in_sorted_order(self) -> "Lengths":
+        """The same batch reordered by decreasing length (its order is then the identity)."""
+        return Lengths(self.lengths[self.sorted_indices], torch.arange(self.lengths.numel()),
+                       self.batch_sizes)
 
 
 def from_lengths(lengths, T: int, B: int) -> Lengths:
@@ -117,7 +119,3 @@ def freeze(xp: Tensor, alive: Tensor, mode: str) -> Tensor:
     z = xp.new_zeros(H)
     const = torch.cat([-BIG + z, BIG + z, z, z] if mode == "LSTM" else [-BIG + z, BIG + z, z])
     return torch.where(alive.to(xp.device).unsqueeze(-1), xp, const)
-
-
-def take(t: Optional[Tensor], index: Tensor, dim: int = 0) -> Optional[Tensor]:
-    return None if t is None else t.index_select(dim, index.to(t.device))

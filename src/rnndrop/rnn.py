@@ -203,8 +203,7 @@ class _RNNBase(nn.Module):
             order = L_info.sorted_indices.to(x.device)
             x, h0 = x.index_select(1, order), h0.index_select(1, order)
             c0 = c0.index_select(1, order) if c0 is not None else None
-            L_run = _varlen.Lengths(L_info.lengths[L_info.sorted_indices],
-                                    torch.arange(B), L_info.batch_sizes)
+            L_run = L_info.in_sorted_order()
         else:
             L_run = None
         if autocast:
@@ -385,7 +384,7 @@ class _RNNBase(nn.Module):
         never into a real step (a row that has ended is not in the next segment); its h_n, like
         the LSTM's (which freezes c only), is read from the output at the last real step."""
         T, B = x.shape[:2]
-        alive = L.alive(T, x.device).to(x.device)                  # (T, B), sorted order
+        alive = L.alive(T, x.device)                               # (T, B), sorted order
         segs = _varlen.segments(L.batch_sizes, _SEGMENT_TOLERANCE)
         # split, not slice, along time: a slice's backward fills a zero tensor of the whole
         # input for every segment, a split's concatenates the pieces once
@@ -456,7 +455,7 @@ class _RNNBase(nn.Module):
         untied masks, weight dropout, skips, other activations) are left behind."""
         if self.mode == "RNN" and self.activation not in ("tanh", "relu"):
             raise ValueError(f"torch.nn.RNN has no {self.activation!r} activation")
-        cls = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}[self.mode]
+        cls = _TORCH_CLASSES[self.mode]
         kwargs = dict(num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                       dropout=self.dropout_between, bidirectional=self.bidirectional,
                       device=self.weight_ih_l0.device, dtype=self.weight_ih_l0.dtype)
@@ -471,6 +470,7 @@ class _RNNBase(nn.Module):
 # at most ~15% of a segment's row-steps are padding, in a handful of segments per batch.
 _SEGMENT_TOLERANCE = 0.85
 
+_TORCH_CLASSES = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}
 _AUTOCAST_DTYPES: dict = {}
 
 
@@ -483,8 +483,8 @@ def _autocast_probe(layer: "_RNNBase", device_type: str, packed: bool) -> tuple[
            torch.get_autocast_dtype(device_type), packed)
     if key not in _AUTOCAST_DTYPES:
         mode = layer.mode if layer.mode != "RNN" else layer.activation
-        cls = {"LSTM": nn.LSTM, "GRU": nn.GRU}.get(mode, nn.RNN)
-        kw = {"nonlinearity": mode} if cls is nn.RNN and mode in ("tanh", "relu") else {}
+        cls = _TORCH_CLASSES[layer.mode]
+        kw = {"nonlinearity": mode} if mode in ("tanh", "relu") else {}
         # fork_rng: initialising the probe must not move the RNG the masks are drawn from (a
         # resumed run, whose cache is empty, would draw different masks from then on)
         with torch.random.fork_rng(devices=[]):
