@@ -78,6 +78,17 @@ class TrainConfig:
     # a uniform guess is ln V, the large recipe's worst early step ~26).
     divergence_loss: float = 0.0
     log_every: int = 0                  # without a progress bar: a log line every N steps (0: every minute)
+    # Steps between read-backs of the loss and gradient norm (divergence check, step log,
+    # running perplexity). 1: every step, and a bad step is caught before it is applied. K > 1:
+    # the statistics stay on the device and are read K at a time, so a CUDA loop never waits
+    # for the GPU inside a step; a divergence is found up to K - 1 steps late and the last good
+    # checkpoint is restored all the same (no checkpoint is written before a read-back).
+    # 0: automatic, 1 on CPU (a read-back costs nothing there) and 50 on CUDA.
+    sync_every: int = 0
+    # TF32 matmuls on CUDA (Ampere and later), as cuDNN's RNN kernels use by default, so that
+    # our fast paths run at the precision of the baseline they are compared with. No effect on
+    # CPU; recorded in every metrics line.
+    tf32: bool = True
     # Mixed precision: "bf16" or "fp16" autocast of forward and loss (weights, optimiser and
     # recurrent cell state stay float32); "fp16" adds a GradScaler (checkpointed). bf16 is the
     # CPU's (native with AVX512_BF16 / AMX); fp16 is for CUDA (on a CPU it runs, slowly).
@@ -295,6 +306,9 @@ def _check_train(t: TrainConfig, errors: list) -> None:
     _int(errors, "train.max_steps", t.max_steps, 0)
     _real(errors, "train.divergence_loss", t.divergence_loss, 0.0)
     _int(errors, "train.log_every", t.log_every, 0)
+    _int(errors, "train.sync_every", t.sync_every, 0)
+    if not isinstance(t.tf32, bool):
+        errors.append(f"train.tf32 must be true or false, got {t.tf32!r}")
     _choice(errors, "train.precision", t.precision, PRECISIONS)
 
 

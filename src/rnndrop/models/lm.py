@@ -44,7 +44,8 @@ class RNNLanguageModel(nn.Module):
 
     Shapes: ``tokens`` ``(T, B)`` int64 → hidden ``(T, B, H)``; state ``(h, c)`` each
     ``(num_layers, B, H)``. ``loss(hidden, targets)`` gives the mean NLL per token and
-    ``log_prob(hidden)`` the full log-softmax ``(T, B, V)``.
+    ``log_prob(hidden)`` the full log-softmax ``(T, B, V)``; ``target_log_prob(hidden, targets)``
+    only the targets' ``(T, B)``.
     """
 
     def __init__(self, vocab: Union[int, "object"], hidden_size: int = 200, num_layers: int = 2,
@@ -116,6 +117,11 @@ class RNNLanguageModel(nn.Module):
 
     def loss(self, hidden: Tensor, targets: Tensor) -> Tensor:
         return self.decoder.loss(hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1))
+
+    def target_log_prob(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        """log p(target) for every position: hidden ``(T, B, H)``, targets ``(T, B)`` → ``(T, B)``,
+        without the ``(T, B, V)`` log-softmax (what perplexity and MC dropout need)."""
+        return self.decoder.target_log_prob(hidden, targets)
 
     def log_prob(self, hidden: Tensor) -> Tensor:
         return self.decoder.log_prob(hidden.reshape(-1, hidden.shape[-1])).view(
