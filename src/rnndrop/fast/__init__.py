@@ -54,6 +54,8 @@ __all__ = ["available", "select", "lstm_recurrence", "gru_recurrence", "linear",
 
 _FAST = {"LSTM": _lstm, "GRU": _gru}
 _CELLS = ("LSTM", "GRU", "RNN")
+# the reference's positional arguments before the zoneout weights (the RNN's activation counts)
+_BASE_ARGS = {"LSTM": 5, "GRU": 5, "RNN": 5}
 
 
 def available(device) -> bool:
@@ -79,15 +81,23 @@ def select(cell: str, *args) -> Callable:
     - otherwise (LSTM, GRU) the hand-written loops, with products through oneDNN where it serves
       (``_gemm.use_packed``: CPU float32) and the gate math in the fused C kernels on CPU
       float32 when they build (``_cext.kernels``), in torch ops elsewhere.
+    - with zoneout weights among ``args`` (after ``mask_h``): on CPU the hand-written loops
+      with the gate math in torch ops (the C kernels have no zoneout), products through oneDNN
+      where it serves; on CUDA and elsewhere the reference loop (the Triton kernels have no
+      zoneout, and the torch-op loops have not been run on a GPU here).
     """
     if cell not in _CELLS:
         raise ValueError(f"cell must be one of {_CELLS}, got {cell!r}")
     tensors = [a for a in args if isinstance(a, Tensor)]
     xp = tensors[0]
     same_kind = all(t.dtype == xp.dtype and t.device == xp.device for t in tensors)
-    if cell == "RNN" or not same_kind or not available(xp.device):
+    zoneout = any(a is not None for a in args[_BASE_ARGS[cell]:])
+    if (cell == "RNN" or not same_kind or not available(xp.device)
+            or (zoneout and xp.device.type != "cpu")):
         # looked up at each call, so that a patched reference is the one that runs
         return getattr(_recurrence, f"{cell.lower()}_recurrence")
+    if zoneout:
+        return functools.partial(_FAST[cell].recurrence, Impl(packed=use_packed(xp)))
     if cell == "LSTM" and _triton.use_triton(xp):
         impl = Impl(triton=True, graphs=xp.is_cuda and _graphs.enabled())
     else:
@@ -97,16 +107,22 @@ def select(cell: str, *args) -> Callable:
 
 
 def lstm_recurrence(xp: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
-                    mask_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
-    """Same contract as ``rnndrop._recurrence.lstm_recurrence`` (the mask gets no gradient)."""
+                    mask_h: Optional[Tensor] = None, zoneout_h: Optional[Tensor] = None,
+                    zoneout_c: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Same contract as ``rnndrop._recurrence.lstm_recurrence`` (the masks get no gradient)."""
     args = (xp, h0, c0, weight_hh, mask_h)
+    if zoneout_h is not None or zoneout_c is not None:
+        args += (zoneout_h, zoneout_c)
     return select("LSTM", *args)(*args)
 
 
 def gru_recurrence(xp: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor],
-                   mask_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    """Same contract as ``rnndrop._recurrence.gru_recurrence`` (the mask gets no gradient)."""
+                   mask_h: Optional[Tensor] = None,
+                   zoneout_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """Same contract as ``rnndrop._recurrence.gru_recurrence`` (the masks get no gradient)."""
     args = (xp, h0, weight_hh, bias_hh, mask_h)
+    if zoneout_h is not None:
+        args += (zoneout_h,)
     return select("GRU", *args)(*args)
 
 

@@ -34,8 +34,9 @@ class Impl(NamedTuple):
 
 
 def check(xp: Tensor, h0: Tensor, weight_hh: Tensor, mask_h: Optional[Tensor],
-          gates: int) -> MaskMode:
-    """Raise ``ValueError`` on shapes that do not fit; return the mask's ``MaskMode``."""
+          gates: int, **zoneout: Optional[Tensor]) -> MaskMode:
+    """Raise ``ValueError`` on shapes that do not fit (the zoneout weights, given by name, are
+    ``(B, H)`` or ``(T, B, H)``); return the mask's ``MaskMode``."""
     if xp.dim() != 3:
         raise ValueError(f"xp must be (T, B, {gates}*H), got shape {tuple(xp.shape)}")
     B, H = h0.shape
@@ -44,6 +45,9 @@ def check(xp: Tensor, h0: Tensor, weight_hh: Tensor, mask_h: Optional[Tensor],
                          f"weight_hh {tuple(weight_hh.shape)} (expected ({gates}*H, H))")
     if mask_h is not None and mask_h.shape not in ((B, H), (gates, B, H)):
         raise ValueError(f"mask_h must be (B, H) or ({gates}, B, H), got {tuple(mask_h.shape)}")
+    for name, z in zoneout.items():
+        if z is not None and z.shape not in ((B, H), (xp.shape[0], B, H)):
+            raise ValueError(f"{name} must be (B, H) or (T, B, H), got {tuple(z.shape)}")
     return mask_mode(mask_h)
 
 

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .._recurrence import zone_at
 from . import _graphs, _triton
 from ._common import (Impl, MaskMode, check, forward_steps, ptr_steps, rec_grad, reverse_steps,
                       weight_grad)
@@ -91,6 +92,97 @@ def _backward_loop(dout, dhT, dcT, h0, c0, w, m, mode, A, C, out, packed, need_h
     return dpre, dh0, dc, dw
 
 
+def _forward_loop_zoneout(xp, h0, c0, w, m, mode, packed, zh, zc):
+    """``_forward_loop`` with zoneout (``zh``, ``zc``: None, ``(B, H)`` or ``(T, B, H)``, see
+    ``rnndrop._recurrence``). Also returns the candidate cells ``Ct`` (T, B, H) that the
+    backward needs for ``tanh(c̃_t)`` (``C`` itself when there is no cell zoneout)."""
+    T, B, G = xp.shape
+    H = G // 4
+    A = xp.new_empty(T, B, G)
+    C = xp.new_empty(T, B, H)
+    Ct = xp.new_empty(T, B, H) if zc is not None else C
+    out = xp.new_empty(T, B, H)
+    untied = mode == MaskMode.UNTIED
+    if untied:
+        wb = w.view(4, H, H).transpose(1, 2)
+    else:
+        lin = Linear(w, B, packed)
+    h, c = h0, c0
+    for t in range(T):
+        a = A[t]
+        if untied:
+            pre = torch.baddbmm(xp[t].view(B, 4, H).transpose(0, 1), h.unsqueeze(0) * m, wb)
+            torch.sigmoid(pre.transpose(0, 1), out=a.view(B, 4, H))
+            torch.tanh(pre[2], out=a[:, 2 * H:3 * H])
+        else:
+            pre = lin.add(h if mode == MaskMode.NONE else h * m, xp[t])
+            torch.sigmoid(pre, out=a)
+            torch.tanh(pre[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])
+        ct = Ct[t]                                           # c̃_t = f c_{t-1} + i g
+        torch.mul(a[:, H:2 * H], c, out=ct)
+        ct.addcmul_(a[:, :H], a[:, 2 * H:3 * H])
+        ht = out[t]                                          # h̃_t = o tanh(c̃_t)
+        torch.tanh(ct, out=ht)
+        ht.mul_(a[:, 3 * H:])
+        if zh is not None:   # h_t = h̃ + d (h_{t-1} - h̃); lerp is exact at d = 0 and 1
+            ht.copy_(torch.lerp(ht, h, zone_at(zh, t)))
+        if zc is not None:
+            torch.lerp(ct, c, zone_at(zc, t), out=C[t])
+        h, c = ht, C[t]
+    return A, C, Ct, out
+
+
+def _backward_loop_zoneout(dout, dhT, dcT, h0, c0, w, m, mode, A, C, Ct, out, packed, need_h0,
+                           need_w, zh, zc):
+    """The backward of ``_forward_loop_zoneout``. With ``h_t = d h_{t-1} + (1 - d) h̃_t``:
+    ``∂h̃_t = (1 - d) ∂h_t`` drives the gates and ``d ∂h_t`` is carried to ``h_{t-1}`` past
+    ``W_hh`` (likewise ``∂c̃_t = (1 - d^c) ∂c_t`` and ``d^c ∂c_t`` to ``c_{t-1}``)."""
+    T, B, G = A.shape
+    H = G // 4
+    dpre = A.new_empty(T, B, G)
+    one = A.new_ones(B, H)
+    der = A.new_empty(B, G)
+    dc = dcT.clone()
+    carry = None   # d^h_{t+1} ∂h_{t+1}: the part of ∂h_t that skips step t+1
+
+    def step(t, r, r_mode):
+        nonlocal carry
+        dh = rec_grad(r, r_mode, m) + dout[t]
+        if carry is not None:
+            dh = dh + carry
+        if zh is not None:
+            d = zone_at(zh, t)
+            carry = dh * d
+            dh = dh - carry                                    # ∂h̃ = (1 - d) ∂h
+        a = A[t]
+        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        c_prev = C[t - 1] if t > 0 else c0
+        dp = dpre[t]
+        tc = torch.tanh(Ct[t])
+        dc_skip = None
+        if zc is not None:
+            dc_skip = dc * zone_at(zc, t)
+            dc.sub_(dc_skip)                                   # ∂c̃ = (1 - d^c) ∂c
+        torch.mul(dh, tc, out=dp[:, 3 * H:])                   # ∂/∂o
+        tmp = dh * o
+        dc.addcmul_(tmp, torch.addcmul(one, tc, tc, value=-1))
+        torch.mul(dc, g, out=dp[:, :H])                        # ∂/∂i
+        torch.mul(dc, c_prev, out=dp[:, H:2 * H])              # ∂/∂f
+        torch.mul(dc, i, out=dp[:, 2 * H:3 * H])               # ∂/∂g
+        torch.addcmul(a, a, a, value=-1, out=der)
+        torch.addcmul(one, g, g, value=-1, out=der[:, 2 * H:3 * H])
+        dp.mul_(der)
+        dc.mul_(f)
+        if dc_skip is not None:
+            dc.add_(dc_skip)
+
+    dh0 = reverse_steps(step, dpre, dhT, w, m, mode, packed, need_h0)
+    if need_h0 and carry is not None:
+        dh0 = dh0 + carry
+    dw = weight_grad(dpre, h0, out, m, mode, packed) if need_w else None
+    return dpre, dh0, dc, dw
+
+
 def _forward_loop_c(lib, xp, h0, c0, w, m, mode, packed):
     """``_forward_loop`` with the gate math of each step in one fused C call (``_cext``)."""
     T, B, G = xp.shape
@@ -140,6 +232,36 @@ def _backward_loop_c(lib, dout, dhT, dcT, h0, c0, w, m, mode, A, C, out, packed,
     return dpre, dh0, dc, dw
 
 
+class LSTMZoneoutRecurrence(torch.autograd.Function):
+    """``LSTMRecurrence`` with zoneout, in torch ops only (products through oneDNN or
+    ``torch.mm``): the fused C and Triton kernels have no zoneout (``fast.select``)."""
+    @staticmethod
+    def forward(ctx, xp, h0, c0, weight_hh, mask_h, zh, zc, mode, impl):
+        xp = xp.contiguous()
+        m = None if mask_h is None else mask_h.contiguous()
+        A, C, Ct, out = _forward_loop_zoneout(xp, h0, c0, weight_hh, m, mode, impl.packed, zh, zc)
+        ctx.impl, ctx.mode = impl, mode
+        ctx.has_ct = zc is not None
+        ctx.save_for_backward(h0, c0, weight_hh, m, zh, zc, A, C, Ct if zc is not None else None,
+                              out)
+        if xp.shape[0] == 0:
+            return out, h0.clone(), c0.clone()
+        return out, out[-1].clone(), C[-1].clone()
+
+    @staticmethod
+    def backward(ctx, dout, dhT, dcT):
+        h0, c0, w, m, zh, zc, A, C, Ct, out = ctx.saved_tensors
+        need_xp, need_h0, need_c0, need_w = ctx.needs_input_grad[:4]
+        nones = (None,) * 5
+        if A.shape[0] == 0:
+            return (A.new_zeros(A.shape) if need_xp else None, dhT, dcT,
+                    torch.zeros_like(w) if need_w else None) + nones
+        dpre, dh0, dc0, dw = _backward_loop_zoneout(
+            dout, dhT, dcT, h0, c0, w, m, ctx.mode, A, C, Ct if ctx.has_ct else C, out,
+            ctx.impl.packed, need_h0, need_w, zh, zc)
+        return (dpre if need_xp else None, dh0, dc0 if need_c0 else None, dw) + nones
+
+
 class LSTMRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xp, h0, c0, weight_hh, mask_h, mode, impl):
@@ -179,8 +301,15 @@ class LSTMRecurrence(torch.autograd.Function):
 
 
 def recurrence(impl: Impl, xp: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
-               mask_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
-    """The contract of ``rnndrop._recurrence.lstm_recurrence`` (the mask gets no gradient), run
-    as ``impl`` says (``rnndrop.fast.select`` binds it)."""
-    mode = check(xp, h0, weight_hh, mask_h, 4)
+               mask_h: Optional[Tensor] = None, zoneout_h: Optional[Tensor] = None,
+               zoneout_c: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The contract of ``rnndrop._recurrence.lstm_recurrence`` (the masks and the zoneout
+    weights get no gradient), run as ``impl`` says (``rnndrop.fast.select`` binds it)."""
+    mode = check(xp, h0, weight_hh, mask_h, 4, zoneout_h=zoneout_h, zoneout_c=zoneout_c)
+    if zoneout_h is not None or zoneout_c is not None:
+        if impl.triton or impl.lib is not None:
+            raise ValueError("zoneout runs in the torch-op loop only (Impl(triton=False, lib=None))")
+        zh = None if zoneout_h is None else zoneout_h.detach().contiguous()
+        zc = None if zoneout_c is None else zoneout_c.detach().contiguous()
+        return LSTMZoneoutRecurrence.apply(xp, h0, c0, weight_hh, mask_h, zh, zc, mode, impl)
     return LSTMRecurrence.apply(xp, h0, c0, weight_hh, mask_h, mode, impl)
