@@ -30,8 +30,8 @@ from ._checks import check_probability
 __all__ = [
     "bernoulli_mask", "dropout", "Dropout", "locked_dropout", "LockedDropout",
     "embedding_dropout", "EmbeddingDropout", "WeightDrop", "gaussian_dropout", "GaussianDropout",
-    "three_value_dropout", "ThreeValueDropout", "concrete_dropout", "concrete_regularizer",
-    "ConcreteDropout", "LockedConcreteDropout",
+    "three_value_dropout", "ThreeValueDropout", "concrete_dropout", "concrete_mask",
+    "concrete_embedding_dropout", "concrete_regularizer", "ConcreteDropout", "LockedConcreteDropout",
 ]
 
 
@@ -347,11 +347,44 @@ def concrete_dropout(input: Tensor, p_logit: Tensor, training: bool = True,
             raise ValueError(f"locked concrete dropout expects a sequence of at least 2 dims "
                              f"(time and batch), got shape {tuple(input.shape)}")
         shape[1 if batch_first else 0] = 1
-    u = torch.rand(shape, dtype=input.dtype, device=input.device, generator=generator)
-    noise = torch.log(u + eps) - torch.log1p(eps - u)
-    drop = torch.sigmoid((p_logit.to(input.dtype) + noise) / temperature)
-    keep = torch.sigmoid(-p_logit).to(input.dtype)                      # 1 - p
-    return input * ((1 - drop) / keep)
+    return input * concrete_mask(shape, p_logit, temperature, dtype=input.dtype,
+                                 device=input.device, generator=generator, eps=eps)
+
+
+def concrete_mask(shape: Sequence[int], p_logit: Tensor, temperature: float = 0.1, *,
+                  dtype=None, device=None, generator: Optional[torch.Generator] = None,
+                  eps: float = 1e-7) -> Tensor:
+    """The relaxed inverted-dropout mask ``(1 - z̃) / (1 - p)`` of :func:`concrete_dropout`, of
+    ``shape``, differentiable in ``p_logit`` (a scalar tensor)."""
+    u = torch.rand(shape, dtype=dtype, device=device, generator=generator)
+    noise = torch.log(u + eps) - torch.log1p(eps - u)                  # log u - log(1-u)
+    drop = torch.sigmoid((p_logit.to(u.dtype) + noise) / temperature)
+    keep = torch.sigmoid(-p_logit).to(u.dtype)                          # 1 - p, never 0
+    return (1 - drop) / keep
+
+
+def concrete_embedding_dropout(input: Tensor, weight: Tensor, p_logit: Tensor,
+                               training: bool = True, temperature: float = 0.1,
+                               batch_first: bool = False,
+                               padding_idx: Optional[int] = None) -> Tensor:
+    """:func:`embedding_dropout` in ``mode="sequence"`` with a learned rate: one relaxed mask
+    entry (:func:`concrete_mask`) per sequence and word type that occurs, so a word type
+    dropped in a sequence is (nearly) zero at all its occurrences there. Shapes: ``input``
+    integer ``(T, B)`` (``(B, T)`` with ``batch_first``), ``weight`` ``(V, D)``; output
+    ``input.shape + (D,)``. For :func:`concrete_regularizer` the dropped input is the one-hot
+    word, ``K = V``."""
+    if not training:
+        return F.embedding(input, weight, padding_idx)
+    if input.dim() != 2:
+        raise ValueError(f"concrete_embedding_dropout needs input of shape (T, B), got shape "
+                         f"{tuple(input.shape)}")
+    V = weight.shape[0]
+    seq = torch.arange(input.shape[0 if batch_first else 1], device=input.device)
+    seq = seq.unsqueeze(1) if batch_first else seq.unsqueeze(0)
+    uniq, inverse = torch.unique(seq * V + input.long(), return_inverse=True)
+    mask = concrete_mask((uniq.numel(),), p_logit, temperature, dtype=weight.dtype,
+                         device=weight.device)[inverse]
+    return F.embedding(input, weight, padding_idx) * mask.unsqueeze(-1)
 
 
 def concrete_regularizer(p_logit: Tensor, weights: Iterable[Tensor] = (), input_dim: int = 1,

@@ -26,7 +26,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import _varlen, fast
 from ._checks import check_positive_int, check_probability
-from .dropout import bernoulli_mask, weight_dropout
+from .dropout import (LockedConcreteDropout, bernoulli_mask, concrete_mask, concrete_regularizer,
+                      weight_dropout)
 
 __all__ = ["RNN", "LSTM", "GRU", "ACTIVATIONS"]
 
@@ -51,7 +52,7 @@ class _RNNBase(nn.Module):
                  hidden_mask: str = "sample", weight_dropout: float = 0.0,
                  zoneout: Optional[float] = None, zoneout_hidden: Optional[float] = None,
                  zoneout_cell: float = 0.0, zoneout_variational: bool = False,
-                 activation: str = "tanh", device=None, dtype=None):
+                 learn_dropout: bool = False, activation: str = "tanh", device=None, dtype=None):
         super().__init__()
         check_positive_int(input_size, "input_size")
         check_positive_int(hidden_size, "hidden_size")
@@ -82,6 +83,11 @@ class _RNNBase(nn.Module):
         if hidden_mask not in ("sample", "batch"):
             raise ValueError(f"hidden_mask must be 'sample' or 'batch', got {hidden_mask!r}")
         self.hidden_mask = hidden_mask
+        self.learn_dropout = bool(learn_dropout)
+        if self.learn_dropout and (not self.variational or not self.tied
+                                   or hidden_mask != "sample"):
+            raise ValueError("learn_dropout needs variational=True, tied=True and "
+                             "hidden_mask='sample' (one learned rate per mask site)")
         if not self.variational:
             if self.dropout_hidden:
                 raise ValueError("dropout_hidden needs variational=True: Zaremba-style dropout "
@@ -105,6 +111,22 @@ class _RNNBase(nn.Module):
                 if bias:
                     self.register_parameter(f"bias_ih_l{k}{sfx}", nn.Parameter(torch.empty(G * hidden_size, **factory)))
                     self.register_parameter(f"bias_hh_l{k}{sfx}", nn.Parameter(torch.empty(G * hidden_size, **factory)))
+        if self.learn_dropout:
+            # One learned (Concrete) rate per mask site and layer, started at the given rate;
+            # a site given 0 has no dropout and nothing to learn. Only then do these modules
+            # exist, so the state dict of a layer without learn_dropout is torch.nn's.
+            site = lambda p: LockedConcreteDropout(p) if p > 0 else None
+            self.concrete_input = site(self.dropout_input)
+            self.concrete_between = nn.ModuleList(
+                [site(self.dropout_between) for _ in range(num_layers - 1)]
+                if self.dropout_between > 0 else [])
+            self.concrete_hidden = nn.ModuleList(
+                [site(self.dropout_hidden) for _ in range(num_layers)]
+                if self.dropout_hidden > 0 else [])
+            self.concrete_output = site(self.dropout_output)
+            if device is not None or dtype is not None:
+                for m in self._concrete_sites().values():
+                    m.to(device=device, dtype=dtype)
         self.reset_parameters()
 
     @property
@@ -119,8 +141,54 @@ class _RNNBase(nn.Module):
     def reset_parameters(self) -> None:
         """U(-1/√H, 1/√H) for every weight and bias, as ``torch.nn``."""
         stdv = 1.0 / math.sqrt(self.hidden_size)
-        for w in self.parameters():
-            nn.init.uniform_(w, -stdv, stdv)
+        for name, w in self.named_parameters():
+            if not name.startswith("concrete_"):     # learned dropout rates keep their start
+                nn.init.uniform_(w, -stdv, stdv)
+
+    # ------------------------------------------------------------------- learned dropout
+    def _concrete_sites(self) -> dict:
+        """``{site name: LockedConcreteDropout}`` of the learned rates (``learn_dropout``):
+        ``input``, ``between_l{k}`` (k >= 1), ``hidden_l{k}``, ``output``."""
+        if not self.learn_dropout:
+            return {}
+        sites = {}
+        if self.concrete_input is not None:
+            sites["input"] = self.concrete_input
+        for k, m in enumerate(self.concrete_between, start=1):
+            sites[f"between_l{k}"] = m
+        for k, m in enumerate(self.concrete_hidden):
+            sites[f"hidden_l{k}"] = m
+        if self.concrete_output is not None:
+            sites["output"] = self.concrete_output
+        return sites
+
+    def dropout_rates(self) -> dict:
+        """The current learned drop probabilities, ``{site: p}`` (empty without
+        ``learn_dropout``); sites as :meth:`_concrete_sites`."""
+        return {name: m.p for name, m in self._concrete_sites().items()}
+
+    def regularizer(self, weight_regularizer: float, dropout_regularizer: float,
+                    output_weight: Optional[Tensor] = None) -> Tensor:
+        """Concrete dropout's regulariser (``rnndrop.dropout.concrete_regularizer``) summed over
+        the learned sites, each with the weights its mask multiplies: ``input`` → ``W_ih`` of
+        layer 0 (``K = I``), ``between_l{k}`` → ``W_ih`` of layer k (``K = D·H``),
+        ``hidden_l{k}`` → ``W_hh`` of layer k (``K = H``), ``output`` → ``output_weight``
+        (the next layer's, e.g. the decoder's; the entropy term only without it, ``K = D·H``).
+        Both directions' weights count. A scalar tensor (0 without ``learn_dropout``)."""
+        w = self.weight_ih_l0
+        total = w.new_zeros(())
+        D, H = self.num_directions, self.hidden_size
+        for name, m in self._concrete_sites().items():
+            if name == "output":
+                weights, K = ([output_weight] if output_weight is not None else []), D * H
+            else:
+                kind, k = ("ih", 0) if name == "input" else (
+                    "ih" if name.startswith("between") else "hh", int(name.rsplit("l", 1)[1]))
+                weights = [getattr(self, f"weight_{kind}_l{k}{sfx}") for sfx in self._suffixes]
+                K = weights[0].shape[1]
+            total = total + concrete_regularizer(m.p_logit, weights, K, weight_regularizer,
+                                                 dropout_regularizer)
+        return total
 
     def flatten_parameters(self) -> None:
         """No-op, kept for compatibility with ``torch.nn`` code."""
@@ -152,6 +220,8 @@ class _RNNBase(nn.Module):
             s += ", skip=True"
         if self.zoneout_variational:
             s += ", zoneout_variational=True"
+        if self.learn_dropout:
+            s += ", learn_dropout=True"
         return s
 
     @property
@@ -242,7 +312,12 @@ class _RNNBase(nn.Module):
                 hn.append(h_k)
                 cn.append(c_k)
         if train and self.dropout_output:
-            x = x * self._input_mask(x.shape, self.dropout_output, x)
+            if self.learn_dropout:
+                T_, B_, F_ = x.shape
+                x = x * concrete_mask((1, B_, F_), self.concrete_output.p_logit, dtype=x.dtype,
+                                      device=x.device)
+            else:
+                x = x * self._input_mask(x.shape, self.dropout_output, x)
         h_n = torch.stack(hn)
         c_n = torch.stack(cn) if self.mode == "LSTM" else None
         if L_info is not None:
@@ -324,7 +399,11 @@ class _RNNBase(nn.Module):
                                   groups=G if untied else 1)
             drop_h = False
         x_untied = drop_in and untied
-        if drop_in and not untied:
+        if drop_in and self.learn_dropout:
+            site = self.concrete_input if k == 0 else self.concrete_between[k - 1]
+            x = x * concrete_mask((1,) + tuple(x.shape[1:]), site.p_logit, dtype=x.dtype,
+                                  device=x.device)
+        elif drop_in and not untied:
             x = x * self._input_mask(x.shape, p_in, x)
         zoned = self.zoneout_hidden > 0 or self.zoneout_cell > 0
         fused_ok = (not drop_h and not x_untied and not zoned
@@ -359,7 +438,14 @@ class _RNNBase(nn.Module):
             if drop_h:  # drawn after the input masks: the seeded draw order is part of the behaviour
                 B = x.shape[1]
                 shape = (G, B, H) if untied else (B, H)
-                mask_h = bernoulli_mask(shape, self.dropout_hidden, dtype=x.dtype, device=x.device)
+                if self.learn_dropout:
+                    # a mask with a gradient (to its learned rate): fast.select then runs the
+                    # reference loop, the fast loops give the mask none
+                    mask_h = concrete_mask(shape, self.concrete_hidden[k].p_logit, dtype=x.dtype,
+                                           device=x.device)
+                else:
+                    mask_h = bernoulli_mask(shape, self.dropout_hidden, dtype=x.dtype,
+                                            device=x.device)
             # zoneout weights (hidden, then cell), drawn after the dropout masks
             zones = [self._zoneout_weights(z, x, train) if z > 0 else None
                      for z in (self.zoneout_hidden, self.zoneout_cell)[:2 if self.mode == "LSTM" else 1]]
@@ -642,6 +728,14 @@ Args:
     zoneout_variational: ``False`` (the paper): the zoneout masks ``d_t`` are fresh at every
         step, ``(T, B, H)``; ``True``: one mask ``(B, H)`` per sequence, the same at every step.
         Default: ``False``
+    learn_dropout: learn the drop probabilities (Concrete dropout, Gal, Hron & Kendall 2017):
+        each site given a rate ``p > 0`` (``dropout_input``, ``dropout_between`` and
+        ``dropout_hidden`` per layer, ``dropout_output``) gets a learned rate started at ``p``
+        (a ``LockedConcreteDropout`` submodule ``concrete_*``, its ``p_logit`` a parameter) and
+        draws relaxed masks of the variational shapes above, temperature 0.1. Add
+        :meth:`regularizer` to the loss; :meth:`dropout_rates` reads the rates. The recurrent
+        mask then has a gradient, so the recurrence runs the reference loop. Needs
+        ``variational=True``, ``tied=True``, ``hidden_mask="sample"``. Default: ``False``
 {extra}    device: device of the parameters. Default: torch's default device
     dtype: dtype of the parameters (the input must have the same). Default: torch's default
 """

@@ -81,6 +81,8 @@ def select(cell: str, *args) -> Callable:
     - otherwise (LSTM, GRU) the hand-written loops, with products through oneDNN where it serves
       (``_gemm.use_packed``: CPU float32) and the gate math in the fused C kernels on CPU
       float32 when they build (``_cext.kernels``), in torch ops elsewhere.
+    - the reference loop too for a recurrent mask that requires grad (learned Concrete rates:
+      the fast loops treat the mask as a constant);
     - with zoneout weights among ``args`` (after ``mask_h``): on CPU the hand-written loops
       with the gate math in torch ops (the C kernels have no zoneout), products through oneDNN
       where it serves; on CUDA and elsewhere the reference loop (the Triton kernels have no
@@ -92,7 +94,9 @@ def select(cell: str, *args) -> Callable:
     xp = tensors[0]
     same_kind = all(t.dtype == xp.dtype and t.device == xp.device for t in tensors)
     zoneout = any(a is not None for a in args[_BASE_ARGS[cell]:])
-    if (cell == "RNN" or not same_kind or not available(xp.device)
+    mask = args[_BASE_ARGS[cell] - 1]
+    mask_grad = isinstance(mask, Tensor) and mask.requires_grad
+    if (cell == "RNN" or not same_kind or not available(xp.device) or mask_grad
             or (zoneout and xp.device.type != "cpu")):
         # looked up at each call, so that a patched reference is the one that runs
         return getattr(_recurrence, f"{cell.lower()}_recurrence")
