@@ -660,6 +660,10 @@ Variable lengths (a ``PackedSequence``, or ``lengths=``): on a GPU torch's packe
 the fused one runs; elsewhere (and on a CPU always, where torch's packed kernels are slow) the
 batch runs in decreasing-length order in a few time segments, each on the sequences still
 running, with the steps past a sequence's end frozen (no state changes, zero output).
+Zoneout always runs the loop path: on a CPU the hand-written torch-op loops (the fused C kernels
+have no zoneout), elsewhere the reference loop (the Triton kernels have none, and the torch-op
+loops have not been run on a GPU). Learned rates (``learn_dropout``) give the recurrent mask a
+gradient, which only the reference loop computes, so it runs there.
 Autocast: the fused kernel runs under it where torch's does; the loops run in the
 parameters' dtype with autocast off inside, and the outputs are cast to the dtype
 ``torch.nn``'s layer returns under the same autocast.

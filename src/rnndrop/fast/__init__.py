@@ -30,6 +30,10 @@ What runs where is chosen once per call, by ``select`` only (all falling back to
 - anything else (float64, other devices): the same algorithm with plain torch ops.
 - the reference loop of ``rnndrop._recurrence``: Elman RNN, mixed dtypes or devices (the errors
   of plain torch ops, no silent cast), devices where ``available`` is False.
+- zoneout (weights after ``mask_h``, see ``rnndrop._recurrence``): on CPU the torch-op loops with
+  zoneout (``_lstm``/``_gru`` ``*ZoneoutRecurrence``; no C kernel has zoneout); on CUDA the
+  reference loop (no Triton zoneout; the torch-op loops are untested on a GPU). A recurrent mask
+  that requires grad (learned rates): the reference loop.
 
 Environment switches (read at every call): ``RNNDROP_FAST_NO_MKLDNN=1`` (torch.mm instead of
 oneDNN), ``RNNDROP_FAST_CEXT=0`` (no C kernels), ``RNNDROP_FAST_TRITON=0`` (no Triton),

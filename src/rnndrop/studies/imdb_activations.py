@@ -4,7 +4,7 @@
 :class:`~rnndrop.models.classifiers.SentimentClassifier` with each encoder — Elman RNNs with tanh /
 ReLU / sigmoid / leaky ReLU, a GRU and an LSTM (and, when asked, the bidirectional ``bigru``
 and ``bilstm``; ``--dropout-hidden`` adds variational recurrent dropout, ``--zoneout`` /
-``--zoneout-cell`` zoneout, ``--learn-dropout`` learns the recurrent and output rates) — on the same class-balanced subset of the IMDB
+``--zoneout-cell`` zoneout, ``--learn-dropout`` learns the recurrent rate) — on the same class-balanced subset of the IMDB
 training reviews, with Adam and gradient-norm clipping, keeps the epoch with the best
 validation accuracy (a held-out part of the training split), and reports for each encoder:
 
