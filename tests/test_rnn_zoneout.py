@@ -4,10 +4,22 @@ import torch
 from torch import nn
 
 from rnndrop import GRU, LSTM, RNN, _recurrence, fast
-from rnndrop.fast import _gru, _lstm
+from rnndrop.fast import _cext, _gru, _lstm
 from rnndrop.fast._common import Impl
+from rnndrop.fast._gemm import use_packed
 
 T, B, H, I = 5, 3, 4, 3
+
+
+@pytest.fixture(params=["C", "torch ops"])
+def impl(request):
+    """The CPU float32 loops with zoneout: gate math in the fused C kernels, or in torch ops."""
+    if request.param == "C":
+        lib = _cext.kernels()
+        if lib is None:
+            pytest.skip("no C compiler: the fused kernels do not build")
+        return Impl(packed=use_packed(torch.zeros(1)), lib=lib)
+    return Impl(packed=use_packed(torch.zeros(1)))
 
 
 def _weights(shape, kind, z, dtype, gen):
@@ -34,14 +46,15 @@ def _inputs(G, dtype, gen):
 @pytest.mark.parametrize("mask", ["none", "tied", "untied"])
 @pytest.mark.parametrize("kind", ["step", "seq", "eval"])
 @pytest.mark.parametrize("which", ["both", "hidden", "cell"])
-def test_fast_lstm_equals_reference_for_the_same_masks(mask, kind, which):
+def test_fast_lstm_equals_reference_for_the_same_masks(impl, mask, kind, which):
     gen = torch.Generator().manual_seed(0)
     xp, h0, c0, w, _ = _inputs(4, torch.float32, gen)
     m = _mask(mask, 4, torch.float32, gen)
     zh = _weights((T, B, H), kind, 0.4, torch.float32, gen) if which != "cell" else None
     zc = _weights((T, B, H), kind, 0.5, torch.float32, gen) if which != "hidden" else None
-    assert fast.select("LSTM", xp, h0, c0, w, m, zh, zc).func is _lstm.recurrence
-    got = fast.lstm_recurrence(xp, h0, c0, w, m, zh, zc)
+    chosen = fast.select("LSTM", xp, h0, c0, w, m, zh, zc)
+    assert chosen.func is _lstm.recurrence and chosen.args[0].lib is _cext.kernels()
+    got = _lstm.recurrence(impl, xp, h0, c0, w, m, zh, zc)
     want = _recurrence.lstm_recurrence(xp, h0, c0, w, m, zh, zc)
     gouts = [torch.randn(o.shape, generator=gen) for o in want]
     ins = (xp, h0, c0, w)
@@ -53,13 +66,13 @@ def test_fast_lstm_equals_reference_for_the_same_masks(mask, kind, which):
 @pytest.mark.parametrize("mask", ["none", "tied", "untied"])
 @pytest.mark.parametrize("kind", ["step", "seq", "eval"])
 @pytest.mark.parametrize("bias", [True, False])
-def test_fast_gru_equals_reference_for_the_same_masks(mask, kind, bias):
+def test_fast_gru_equals_reference_for_the_same_masks(impl, mask, kind, bias):
     gen = torch.Generator().manual_seed(1)
     xp, h0, _, w, b = _inputs(3, torch.float32, gen)
     b = b[:3 * H].detach().requires_grad_() if bias else None
     m = _mask(mask, 3, torch.float32, gen)
     zh = _weights((T, B, H), kind, 0.4, torch.float32, gen)
-    got = fast.gru_recurrence(xp, h0, w, b, m, zh)
+    got = _gru.recurrence(impl, xp, h0, w, b, m, zh)
     want = _recurrence.gru_recurrence(xp, h0, w, b, m, zh)
     gouts = [torch.randn(o.shape, generator=gen) for o in want]
     ins = (xp, h0, w) + ((b,) if bias else ())

@@ -660,9 +660,9 @@ Variable lengths (a ``PackedSequence``, or ``lengths=``): on a GPU torch's packe
 the fused one runs; elsewhere (and on a CPU always, where torch's packed kernels are slow) the
 batch runs in decreasing-length order in a few time segments, each on the sequences still
 running, with the steps past a sequence's end frozen (no state changes, zero output).
-Zoneout always runs the loop path: on a CPU the hand-written torch-op loops (the fused C kernels
-have no zoneout), elsewhere the reference loop (the Triton kernels have none, and the torch-op
-loops have not been run on a GPU). Learned rates (``learn_dropout``) give the recurrent mask a
+Zoneout always runs the loop path: on a CPU the hand-written loops (the fused C kernels with
+zoneout for float32, torch ops otherwise), elsewhere the reference loop (the Triton kernels have
+no zoneout, and the hand-written loops have not been run on a GPU). Learned rates (``learn_dropout``) give the recurrent mask a
 gradient, which only the reference loop computes, so it runs there.
 Autocast: the fused kernel runs under it where torch's does; the loops run in the
 parameters' dtype with autocast off inside, and the outputs are cast to the dtype
@@ -723,7 +723,7 @@ Args:
         ``h_t = d_t ∘ h_{t-1} + (1 - d_t) ∘ h̃_t`` with ``d_t ~ Bernoulli(z)`` of shape
         ``(B, H)`` (``h̃_t``: the cell's update above); at eval the expectation,
         ``h_t = z h_{t-1} + (1 - z) h̃_t``. ``z = 1`` in training keeps ``h_0``. Runs the loop
-        path (not the fused kernel; on CPU the torch-op loops, elsewhere the reference loop).
+        path (not the fused kernel; on CPU the hand-written loops, on CUDA the reference loop).
         Steps past a sequence's end stay frozen. Default: 0
     zoneout_hidden: the LSTM's name for ``zoneout`` (give one of the two). Default: ``zoneout``
     zoneout_cell: LSTM only: the same on the cell state, ``c_t = d^c_t ∘ c_{t-1} +

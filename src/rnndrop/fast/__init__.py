@@ -30,9 +30,10 @@ What runs where is chosen once per call, by ``select`` only (all falling back to
 - anything else (float64, other devices): the same algorithm with plain torch ops.
 - the reference loop of ``rnndrop._recurrence``: Elman RNN, mixed dtypes or devices (the errors
   of plain torch ops, no silent cast), devices where ``available`` is False.
-- zoneout (weights after ``mask_h``, see ``rnndrop._recurrence``): on CPU the torch-op loops with
-  zoneout (``_lstm``/``_gru`` ``*ZoneoutRecurrence``; no C kernel has zoneout); on CUDA the
-  reference loop (no Triton zoneout; the torch-op loops are untested on a GPU). A recurrent mask
+- zoneout (weights after ``mask_h``, see ``rnndrop._recurrence``): on CPU the hand-written loops
+  with zoneout (``_lstm``/``_gru`` ``*ZoneoutRecurrence``: C kernels ``*_step_z`` on float32,
+  torch ops otherwise); on CUDA the reference loop (no Triton zoneout, and the hand-written
+  loops have not been run on a GPU). A recurrent mask
   that requires grad (learned rates): the reference loop.
 
 Environment switches (read at every call): ``RNNDROP_FAST_NO_MKLDNN=1`` (torch.mm instead of
@@ -88,9 +89,9 @@ def select(cell: str, *args) -> Callable:
     - the reference loop too for a recurrent mask that requires grad (learned Concrete rates:
       the fast loops treat the mask as a constant);
     - with zoneout weights among ``args`` (after ``mask_h``): on CPU the hand-written loops
-      with the gate math in torch ops (the C kernels have no zoneout), products through oneDNN
-      where it serves; on CUDA and elsewhere the reference loop (the Triton kernels have no
-      zoneout, and the torch-op loops have not been run on a GPU here).
+      with zoneout (C kernels on float32 when they build, else torch ops; products as above);
+      on CUDA and elsewhere the reference loop (the Triton kernels have no zoneout, and the
+      hand-written loops have not been run on a GPU here).
     """
     if cell not in _CELLS:
         raise ValueError(f"cell must be one of {_CELLS}, got {cell!r}")
@@ -104,8 +105,10 @@ def select(cell: str, *args) -> Callable:
             or (zoneout and xp.device.type != "cpu")):
         # looked up at each call, so that a patched reference is the one that runs
         return getattr(_recurrence, f"{cell.lower()}_recurrence")
-    if zoneout:
-        return functools.partial(_FAST[cell].recurrence, Impl(packed=use_packed(xp)))
+    if zoneout:   # no Triton kernel has zoneout; the C kernels do (CPU float32)
+        cpu32 = xp.dtype == torch.float32 and xp.device.type == "cpu"
+        return functools.partial(_FAST[cell].recurrence,
+                                 Impl(packed=use_packed(xp), lib=_cext.kernels() if cpu32 else None))
     if cell == "LSTM" and _triton.use_triton(xp):
         impl = Impl(triton=True, graphs=xp.is_cuda and _graphs.enabled())
     else:

@@ -185,6 +185,68 @@ def _backward_loop_zoneout(dout, dhT, h0, w, m, mode, S, out, packed, need_h0, n
     return dxp, dh0, dw, dhh
 
 
+def _zone_ptr(z):
+    """``t -> address`` of step t's ``(B, H)`` zoneout weights (``z`` contiguous, ``(B, H)`` or
+    ``(T, B, H)``)."""
+    if z.dim() == 2:
+        return lambda t: z.data_ptr()
+    z0, sz = ptr_steps(z)
+    return lambda t: z0 + t * sz
+
+
+def _forward_loop_zoneout_c(lib, xp, h0, w, b, m, mode, packed, zh):
+    """``_forward_loop_zoneout`` with each step in one fused C call (``gru_fwd_step_z``)."""
+    T, B, G = xp.shape
+    H = G // 3
+    S = xp.new_empty(T, B, 4 * H)
+    out = xp.new_empty(T, B, H)
+    h0 = h0.contiguous()
+    b = b.contiguous() if b is not None else None
+    bptr = b.data_ptr() if b is not None else None
+    s0, ss = ptr_steps(S)
+    o0, so = ptr_steps(out)
+    x0, sx = ptr_steps(xp)
+    mp = m.data_ptr() if mode != MaskMode.NONE else None
+    zp = _zone_ptr(zh)
+
+    def step(t, pre, s_pg, s_pb, hm):
+        hp = o0 + (t - 1) * so if t > 0 else h0.data_ptr()
+        lib.gru_fwd_step_z(pre, s_pg, s_pb, bptr, x0 + t * sx, hp, zp(t), s0 + t * ss,
+                           o0 + t * so, mp, hm, B, H, mode)
+
+    forward_steps(step, out, h0, w, m, mode, packed)
+    return S, out
+
+
+def _backward_loop_zoneout_c(lib, dout, dhT, h0, w, m, mode, S, out, packed, need_h0, need_w,
+                             zh):
+    """``_backward_loop_zoneout`` with each step in one fused C call (``gru_bwd_step_z``)."""
+    T, B, G4 = S.shape
+    H = G4 // 4
+    dout = dout.contiguous()
+    dxp = S.new_empty(T, B, 3 * H)
+    dhh = S.new_empty(T, B, 3 * H)
+    dcar = S.new_zeros(B, H)
+    s0, ss = ptr_steps(S)
+    o0, so = ptr_steps(out)
+    d0, sd = ptr_steps(dout)
+    x0, sx = ptr_steps(dxp)
+    g0, sg = ptr_steps(dhh)
+    mp = m.data_ptr() if mode != MaskMode.NONE else None
+    h0c = h0.contiguous()
+    zp = _zone_ptr(zh)
+
+    def step(t, r, r_mode):
+        hp = o0 + (t - 1) * so if t > 0 else h0c.data_ptr()
+        lib.gru_bwd_step_z(s0 + t * ss, hp, d0 + t * sd, r.data_ptr(), mp, zp(t),
+                           dcar.data_ptr(), x0 + t * sx, g0 + t * sg, B, H, r_mode)
+
+    dh0 = reverse_steps(step, dhh, dhT, w, m, mode, packed, need_h0)
+    dh0 = dh0 + dcar if need_h0 else None
+    dw = weight_grad(dhh, h0, out, m, mode, packed) if need_w else None
+    return dxp, dh0, dw, dhh
+
+
 def _forward_loop_c(lib, xp, h0, w, b, m, mode, packed):
     """``_forward_loop`` with the gate math of each step in one fused C call (``_cext``)."""
     T, B, G = xp.shape
@@ -235,12 +297,15 @@ def _backward_loop_c(lib, dout, dhT, h0, w, m, mode, S, out, packed, need_h0, ne
 
 
 class GRUZoneoutRecurrence(torch.autograd.Function):
-    """``GRURecurrence`` with zoneout, in torch ops only (no fused C kernel has zoneout)."""
+    """``GRURecurrence`` with zoneout: the gate math in the fused C kernels with zoneout
+    (``impl.lib``) or in torch ops."""
     @staticmethod
     def forward(ctx, xp, h0, weight_hh, bias_hh, mask_h, zh, mode, impl):
         xp = xp.contiguous()
         m = None if mask_h is None else mask_h.contiguous()
-        S, out = _forward_loop_zoneout(xp, h0, weight_hh, bias_hh, m, mode, impl.packed, zh)
+        loop = (_forward_loop_zoneout if impl.lib is None
+                else functools.partial(_forward_loop_zoneout_c, impl.lib))
+        S, out = loop(xp, h0, weight_hh, bias_hh, m, mode, impl.packed, zh)
         ctx.impl, ctx.mode = impl, mode
         ctx.save_for_backward(h0, weight_hh, m, zh, S, out)
         return out, (out[-1] if xp.shape[0] else h0).clone()
@@ -255,8 +320,10 @@ class GRUZoneoutRecurrence(torch.autograd.Function):
             return (S.new_zeros(0, B, 3 * H) if need_xp else None, dhT,
                     torch.zeros_like(w) if need_w else None,
                     w.new_zeros(3 * H) if need_b else None, None, None, None, None)
-        dxp, dh0, dw, dhh = _backward_loop_zoneout(dout, dhT, h0, w, m, ctx.mode, S, out,
-                                                   ctx.impl.packed, need_h0, need_w, zh)
+        loop = (_backward_loop_zoneout if ctx.impl.lib is None
+                else functools.partial(_backward_loop_zoneout_c, ctx.impl.lib))
+        dxp, dh0, dw, dhh = loop(dout, dhT, h0, w, m, ctx.mode, S, out, ctx.impl.packed,
+                                 need_h0, need_w, zh)
         db = dhh.sum((0, 1)) if need_b else None
         return (dxp if need_xp else None, dh0, dw, db, None, None, None, None)
 
@@ -298,8 +365,6 @@ def recurrence(impl: Impl, xp: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: O
     get no gradient), run as ``impl`` says (``rnndrop.fast.select`` binds it)."""
     mode = check(xp, h0, weight_hh, mask_h, 3, zoneout_h=zoneout_h)
     if zoneout_h is not None:
-        if impl.lib is not None:
-            raise ValueError("zoneout runs in the torch-op loop only (Impl(lib=None))")
         return GRUZoneoutRecurrence.apply(xp, h0, weight_hh, bias_hh, mask_h,
                                           zoneout_h.detach().contiguous(), mode, impl)
     return GRURecurrence.apply(xp, h0, weight_hh, bias_hh, mask_h, mode, impl)

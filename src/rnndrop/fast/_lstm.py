@@ -183,6 +183,78 @@ def _backward_loop_zoneout(dout, dhT, dcT, h0, c0, w, m, mode, A, C, Ct, out, pa
     return dpre, dh0, dc, dw
 
 
+def _zone_ptr(z: Optional[Tensor]):
+    """``t -> address`` of step t's ``(B, H)`` zoneout weights (None without zoneout); ``z``
+    contiguous, ``(B, H)`` (every step the same) or ``(T, B, H)``."""
+    if z is None:
+        return lambda t: None
+    if z.dim() == 2:
+        return lambda t: z.data_ptr()
+    z0, sz = ptr_steps(z)
+    return lambda t: z0 + t * sz
+
+
+def _forward_loop_zoneout_c(lib, xp, h0, c0, w, m, mode, packed, zh, zc):
+    """``_forward_loop_zoneout`` with the gate math and zoneout of each step in one fused C
+    call (``_cext``: ``lstm_fwd_step_z``)."""
+    T, B, G = xp.shape
+    H = G // 4
+    A = xp.new_empty(T, B, G)
+    C = xp.new_empty(T, B, H)
+    Ct = xp.new_empty(T, B, H) if zc is not None else C
+    out = xp.new_empty(T, B, H)
+    h0, c0 = h0.contiguous(), c0.contiguous()
+    a0, sa = ptr_steps(A)
+    c_0, sc = ptr_steps(C)
+    t_0, st = ptr_steps(Ct)
+    o0, so = ptr_steps(out)
+    x0, sx = ptr_steps(xp)
+    mp = m.data_ptr() if mode != MaskMode.NONE else None
+    untied = mode == MaskMode.UNTIED
+    zhp, zcp = _zone_ptr(zh), _zone_ptr(zc)
+
+    def step(t, pre, s_pg, s_pb, hm):
+        x = x0 + t * sx if untied else None
+        cp = c_0 + (t - 1) * sc if t > 0 else c0.data_ptr()
+        hp = o0 + (t - 1) * so if t > 0 else h0.data_ptr()
+        lib.lstm_fwd_step_z(pre, s_pg, s_pb, x, cp, hp, zhp(t), zcp(t), a0 + t * sa,
+                            t_0 + t * st, c_0 + t * sc, o0 + t * so, mp, hm, B, H, mode)
+
+    forward_steps(step, out, h0, w, m, mode, packed, add=None if untied else xp)
+    return A, C, Ct, out
+
+
+def _backward_loop_zoneout_c(lib, dout, dhT, dcT, h0, c0, w, m, mode, A, C, Ct, out, packed,
+                             need_h0, need_w, zh, zc):
+    """``_backward_loop_zoneout`` with each step in one fused C call (``lstm_bwd_step_z``)."""
+    T, B, G = A.shape
+    H = G // 4
+    dout = dout.contiguous()
+    dpre = A.new_empty(T, B, G)
+    dc = dcT.contiguous().clone()
+    carry = A.new_zeros(B, H)   # zh_{t+1} dh_{t+1}, written by the kernel
+    a0, sa = ptr_steps(A)
+    c_0, sc = ptr_steps(C)
+    t_0, st = ptr_steps(Ct)
+    d0, sd = ptr_steps(dout)
+    p0, sp = ptr_steps(dpre)
+    mp = m.data_ptr() if mode != MaskMode.NONE else None
+    c0p = c0.contiguous()
+    zhp, zcp = _zone_ptr(zh), _zone_ptr(zc)
+
+    def step(t, r, r_mode):
+        cp = c_0 + (t - 1) * sc if t > 0 else c0p.data_ptr()
+        lib.lstm_bwd_step_z(a0 + t * sa, t_0 + t * st, cp, d0 + t * sd, r.data_ptr(), mp,
+                            zhp(t), zcp(t), carry.data_ptr(), dc.data_ptr(), p0 + t * sp, B, H,
+                            r_mode)
+
+    dh0 = reverse_steps(step, dpre, dhT, w, m, mode, packed, need_h0)
+    if need_h0 and zh is not None:
+        dh0 = dh0 + carry
+    dw = weight_grad(dpre, h0, out, m, mode, packed) if need_w else None
+    return dpre, dh0, dc, dw
+
+
 def _forward_loop_c(lib, xp, h0, c0, w, m, mode, packed):
     """``_forward_loop`` with the gate math of each step in one fused C call (``_cext``)."""
     T, B, G = xp.shape
@@ -233,13 +305,15 @@ def _backward_loop_c(lib, dout, dhT, dcT, h0, c0, w, m, mode, A, C, out, packed,
 
 
 class LSTMZoneoutRecurrence(torch.autograd.Function):
-    """``LSTMRecurrence`` with zoneout, in torch ops only (products through oneDNN or
-    ``torch.mm``): the fused C and Triton kernels have no zoneout (``fast.select``)."""
+    """``LSTMRecurrence`` with zoneout: the gate math in the fused C kernels with zoneout
+    (``impl.lib``) or in torch ops, products through oneDNN or ``torch.mm``; no Triton."""
     @staticmethod
     def forward(ctx, xp, h0, c0, weight_hh, mask_h, zh, zc, mode, impl):
         xp = xp.contiguous()
         m = None if mask_h is None else mask_h.contiguous()
-        A, C, Ct, out = _forward_loop_zoneout(xp, h0, c0, weight_hh, m, mode, impl.packed, zh, zc)
+        loop = (_forward_loop_zoneout if impl.lib is None
+                else functools.partial(_forward_loop_zoneout_c, impl.lib))
+        A, C, Ct, out = loop(xp, h0, c0, weight_hh, m, mode, impl.packed, zh, zc)
         ctx.impl, ctx.mode = impl, mode
         ctx.has_ct = zc is not None
         ctx.save_for_backward(h0, c0, weight_hh, m, zh, zc, A, C, Ct if zc is not None else None,
@@ -256,9 +330,11 @@ class LSTMZoneoutRecurrence(torch.autograd.Function):
         if A.shape[0] == 0:
             return (A.new_zeros(A.shape) if need_xp else None, dhT, dcT,
                     torch.zeros_like(w) if need_w else None) + nones
-        dpre, dh0, dc0, dw = _backward_loop_zoneout(
-            dout, dhT, dcT, h0, c0, w, m, ctx.mode, A, C, Ct if ctx.has_ct else C, out,
-            ctx.impl.packed, need_h0, need_w, zh, zc)
+        loop = (_backward_loop_zoneout if ctx.impl.lib is None
+                else functools.partial(_backward_loop_zoneout_c, ctx.impl.lib))
+        dpre, dh0, dc0, dw = loop(dout, dhT, dcT, h0, c0, w, m, ctx.mode, A, C,
+                                  Ct if ctx.has_ct else C, out, ctx.impl.packed, need_h0, need_w,
+                                  zh, zc)
         return (dpre if need_xp else None, dh0, dc0 if need_c0 else None, dw) + nones
 
 
@@ -307,8 +383,8 @@ def recurrence(impl: Impl, xp: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor
     weights get no gradient), run as ``impl`` says (``rnndrop.fast.select`` binds it)."""
     mode = check(xp, h0, weight_hh, mask_h, 4, zoneout_h=zoneout_h, zoneout_c=zoneout_c)
     if zoneout_h is not None or zoneout_c is not None:
-        if impl.triton or impl.lib is not None:
-            raise ValueError("zoneout runs in the torch-op loop only (Impl(triton=False, lib=None))")
+        if impl.triton:
+            raise ValueError("zoneout has no Triton kernel (Impl(triton=False))")
         zh = None if zoneout_h is None else zoneout_h.detach().contiguous()
         zc = None if zoneout_c is None else zoneout_c.detach().contiguous()
         return LSTMZoneoutRecurrence.apply(xp, h0, c0, weight_hh, mask_h, zh, zc, mode, impl)
