@@ -663,7 +663,7 @@ running, with the steps past a sequence's end frozen (no state changes, zero out
 Zoneout always runs the loop path: on a CPU the hand-written loops (the fused C kernels with
 zoneout for float32, torch ops otherwise), elsewhere the reference loop (the Triton kernels have
 no zoneout, and the hand-written loops have not been run on a GPU). Learned rates (``learn_dropout``) give the recurrent mask a
-gradient, which only the reference loop computes, so it runs there.
+gradient: the CPU loops compute it, on CUDA the reference loop runs.
 Autocast: the fused kernel runs under it where torch's does; the loops run in the
 parameters' dtype with autocast off inside, and the outputs are cast to the dtype
 ``torch.nn``'s layer returns under the same autocast.
@@ -738,7 +738,8 @@ Args:
         (a ``LockedConcreteDropout`` submodule ``concrete_*``, its ``p_logit`` a parameter) and
         draws relaxed masks of the variational shapes above, temperature 0.1. Add
         :meth:`regularizer` to the loss; :meth:`dropout_rates` reads the rates. The recurrent
-        mask then has a gradient, so the recurrence runs the reference loop. Needs
+        mask then has a gradient: on CPU the fast loops compute it (one product after
+        the loop), on CUDA the reference loop runs. Needs
         ``variational=True``, ``tied=True``, ``hidden_mask="sample"``. Default: ``False``
 {extra}    device: device of the parameters. Default: torch's default device
     dtype: dtype of the parameters (the input must have the same). Default: torch's default

@@ -12,8 +12,8 @@ backward, and the input projections that feed them::
 
 ``xp`` is the input projection for all steps (``(T, B, G*H)``), ``mask_h`` ``None``, ``(B, H)``
 (tied) or ``(G, B, H)`` (untied), already scaled by 1/(1-p); its layout (``MaskMode``) is read
-once at the entry of each recurrence and passed down. Masks are treated as constants (no
-gradient). ``available(device)`` says whether this backend runs on ``device``. Use ``linear``
+once at the entry of each recurrence and passed down. A mask gets a gradient only when it
+requires one (learned Concrete rates; ``_common.mask_grad``). ``available(device)`` says whether this backend runs on ``device``. Use ``linear``
 for the input projection that feeds ``xp`` (``F.linear``/``x @ w.T`` leave the two large
 backward products to ``torch.mm``, measurably slower on CPU).
 
@@ -34,7 +34,8 @@ What runs where is chosen once per call, by ``select`` only (all falling back to
   with zoneout (``_lstm``/``_gru`` ``*ZoneoutRecurrence``: C kernels ``*_step_z`` on float32,
   torch ops otherwise); on CUDA the reference loop (no Triton zoneout, and the hand-written
   loops have not been run on a GPU). A recurrent mask
-  that requires grad (learned rates): the reference loop.
+  that requires grad (learned rates): on CPU the same loops, which then return its gradient
+  too; elsewhere the reference loop.
 
 Environment switches (read at every call): ``RNNDROP_FAST_NO_MKLDNN=1`` (torch.mm instead of
 oneDNN), ``RNNDROP_FAST_CEXT=0`` (no C kernels), ``RNNDROP_FAST_TRITON=0`` (no Triton),
@@ -86,8 +87,9 @@ def select(cell: str, *args) -> Callable:
     - otherwise (LSTM, GRU) the hand-written loops, with products through oneDNN where it serves
       (``_gemm.use_packed``: CPU float32) and the gate math in the fused C kernels on CPU
       float32 when they build (``_cext.kernels``), in torch ops elsewhere.
-    - the reference loop too for a recurrent mask that requires grad (learned Concrete rates:
-      the fast loops treat the mask as a constant);
+    - a recurrent mask that requires grad (learned Concrete rates): on CPU the loops below,
+      whose backward then also gives the mask its gradient (one product after the loop,
+      ``_common.mask_grad``); elsewhere the reference loop (untested on a GPU);
     - with zoneout weights among ``args`` (after ``mask_h``): on CPU the hand-written loops
       with zoneout (C kernels on float32 when they build, else torch ops; products as above);
       on CUDA and elsewhere the reference loop (the Triton kernels have no zoneout, and the
@@ -101,8 +103,8 @@ def select(cell: str, *args) -> Callable:
     zoneout = any(a is not None for a in args[_BASE_ARGS[cell]:])
     mask = args[_BASE_ARGS[cell] - 1]
     mask_grad = isinstance(mask, Tensor) and mask.requires_grad
-    if (cell == "RNN" or not same_kind or not available(xp.device) or mask_grad
-            or (zoneout and xp.device.type != "cpu")):
+    if (cell == "RNN" or not same_kind or not available(xp.device)
+            or ((zoneout or mask_grad) and xp.device.type != "cpu")):
         # looked up at each call, so that a patched reference is the one that runs
         return getattr(_recurrence, f"{cell.lower()}_recurrence")
     if zoneout:   # no Triton kernel has zoneout; the C kernels do (CPU float32)

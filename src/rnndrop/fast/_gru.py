@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from .._recurrence import zone_at
-from ._common import (Impl, MaskMode, check, forward_steps, ptr_steps, rec_grad, reverse_steps,
-                      weight_grad)
+from ._common import (Impl, MaskMode, check, forward_steps, mask_grad, ptr_steps, rec_grad,
+                      reverse_steps, weight_grad)
 from ._gemm import Linear
 
 
@@ -325,7 +325,8 @@ class GRUZoneoutRecurrence(torch.autograd.Function):
         dxp, dh0, dw, dhh = loop(dout, dhT, h0, w, m, ctx.mode, S, out, ctx.impl.packed,
                                  need_h0, need_w, zh)
         db = dhh.sum((0, 1)) if need_b else None
-        return (dxp if need_xp else None, dh0, dw, db, None, None, None, None)
+        dm = mask_grad(dhh, h0, out, w, ctx.mode) if ctx.needs_input_grad[4] else None
+        return (dxp if need_xp else None, dh0, dw, db, dm, None, None, None)
 
 
 class GRURecurrence(torch.autograd.Function):
@@ -355,7 +356,8 @@ class GRURecurrence(torch.autograd.Function):
         dxp, dh0, dw, dhh = loop(dout, dhT, h0, w, m, ctx.mode, S, out, impl.packed, need_h0,
                                  need_w)
         db = dhh.sum((0, 1)) if need_b else None
-        return (dxp if need_xp else None, dh0, dw, db, None, None, None)
+        dm = mask_grad(dhh, h0, out, w, ctx.mode) if ctx.needs_input_grad[4] else None
+        return (dxp if need_xp else None, dh0, dw, db, dm, None, None)
 
 
 def recurrence(impl: Impl, xp: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor],

@@ -23,8 +23,8 @@ from torch import Tensor
 
 from .._recurrence import zone_at
 from . import _graphs, _triton
-from ._common import (Impl, MaskMode, check, forward_steps, ptr_steps, rec_grad, reverse_steps,
-                      weight_grad)
+from ._common import (Impl, MaskMode, check, forward_steps, mask_grad, ptr_steps, rec_grad,
+                      reverse_steps, weight_grad)
 from ._gemm import Linear
 
 
@@ -335,7 +335,8 @@ class LSTMZoneoutRecurrence(torch.autograd.Function):
         dpre, dh0, dc0, dw = loop(dout, dhT, dcT, h0, c0, w, m, ctx.mode, A, C,
                                   Ct if ctx.has_ct else C, out, ctx.impl.packed, need_h0, need_w,
                                   zh, zc)
-        return (dpre if need_xp else None, dh0, dc0 if need_c0 else None, dw) + nones
+        dm = mask_grad(dpre, h0, out, w, ctx.mode) if ctx.needs_input_grad[4] else None
+        return (dpre if need_xp else None, dh0, dc0 if need_c0 else None, dw, dm) + nones[1:]
 
 
 class LSTMRecurrence(torch.autograd.Function):
@@ -373,7 +374,8 @@ class LSTMRecurrence(torch.autograd.Function):
                     else functools.partial(_backward_loop_c, impl.lib))
             dpre, dh0, dc0, dw = loop(dout, dhT, dcT, h0, c0, w, m, mode, A, C, out,
                                       impl.packed, need_h0, need_w)
-        return (dpre if need_xp else None, dh0, dc0 if need_c0 else None, dw, None, None, None)
+        dm = mask_grad(dpre, h0, out, w, mode) if ctx.needs_input_grad[4] else None
+        return (dpre if need_xp else None, dh0, dc0 if need_c0 else None, dw, dm, None, None)
 
 
 def recurrence(impl: Impl, xp: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
