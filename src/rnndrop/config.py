@@ -44,6 +44,13 @@ class ModelConfig:
     alpha: float = 0.75                 # sampled softmax, unigram: P ∝ (train count + 1)^alpha
     unique: bool = True                 # sampled softmax: k distinct negatives (as TF)
     cutoffs: list = field(default_factory=lambda: [2000, 10000])  # adaptive softmax
+    zoneout_hidden: float = 0.0         # zoneout of h (Krueger et al. 2016), any scheme
+    zoneout_cell: float = 0.0           # zoneout of the LSTM cell state c
+    # Concrete dropout (Gal, Hron & Kendall 2017), variational only: the dropout_* rates above
+    # are where the learned rates start; the regulariser's scales are l²/N and 2/N.
+    learn_dropout: bool = False
+    concrete_lengthscale: float = 1e-4  # the prior length-scale l
+    concrete_dataset_size: int = 0      # N; 0: the trainer sets the number of training tokens
 
 
 @dataclass
@@ -193,7 +200,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str], source: str = "config"
 
 
 # Model fields that change the shape of a parameter: the ones a "does not fit" error names.
-SHAPE_KEYS = ("hidden_size", "emb_size", "num_layers", "output", "cutoffs", "tie_weights")
+SHAPE_KEYS = ("hidden_size", "emb_size", "num_layers", "output", "cutoffs", "tie_weights",
+              "learn_dropout")
 
 
 def model_differences(saved: dict, cfg: RunConfig) -> str:
@@ -266,6 +274,15 @@ def _check_model(m: ModelConfig, errors: list) -> None:
                                                 and c > 0 for c in m.cutoffs)
             and m.cutoffs == sorted(set(m.cutoffs))):
         errors.append(f"model.cutoffs must be increasing positive integers, got {m.cutoffs!r}")
+    for name in ("zoneout_hidden", "zoneout_cell"):
+        _real(errors, f"model.{name}", getattr(m, name), 0.0, 1.0)
+    if not isinstance(m.learn_dropout, bool):
+        errors.append(f"model.learn_dropout must be true or false, got {m.learn_dropout!r}")
+    _real(errors, "model.concrete_lengthscale", m.concrete_lengthscale, 0.0, lo_open=True)
+    _int(errors, "model.concrete_dataset_size", m.concrete_dataset_size, 0)
+    if m.learn_dropout is True and m.scheme != "variational":
+        errors.append(f"model.learn_dropout needs model.scheme='variational' (its dropout_* "
+                      f"rates are where the learned rates start), got {m.scheme!r}")
     if m.tie_weights and m.emb_size not in (None, m.hidden_size):
         errors.append(f"model.tie_weights needs model.emb_size == model.hidden_size "
                       f"({m.emb_size} != {m.hidden_size})")

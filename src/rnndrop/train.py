@@ -125,6 +125,8 @@ class LMTrainer:
         # The streams live on the device (PTB's training stream is 7 MB of int64): a window is
         # a slice there, not a host-to-device copy at every step.
         self.train_data = batchify(corpus.train, t.batch_size).to(self.device)
+        if self.model.learn_dropout and not self.model.concrete_dataset_size:
+            self.model.concrete_dataset_size = self.train_data.numel()  # N of the regulariser
         self.valid_data = batchify(corpus.valid, t.eval_batch_size).to(self.device)
         self.test_data = batchify(corpus.test, t.eval_batch_size).to(self.device)
         # A loss above this (nats per token) is a divergence; ln V is a uniform guess.
@@ -359,6 +361,9 @@ class LMTrainer:
         self.opt.zero_grad(set_to_none=True)
         # Zaremba's objective sums the per-token NLL over the window (mean over batch).
         objective = loss * x.shape[0] if t.loss_reduction == "sum_over_time" else loss
+        if model.learn_dropout:  # Concrete dropout's regulariser, per token: scaled as the loss
+            per_window = x.shape[0] if t.loss_reduction == "sum_over_time" else 1
+            objective = objective + model.regularizer() * per_window
         (self.scaler.scale(objective) if self.scaler is not None else objective).backward()
         self._at("backward")
         if self.scaler is not None:
@@ -458,6 +463,8 @@ class LMTrainer:
                "clipped_fraction": self.clip.fraction_clipped,
                "precision": t.precision, "tf32": self.tf32,
                "step": st.step}
+        if self.model.learn_dropout:
+            rec["dropout_rates"] = self.model.dropout_rates()
         self._at("epoch_end")
         with self._signals.hold():
             st.history.append(rec)
@@ -478,6 +485,8 @@ class LMTrainer:
                  f"clipped {100 * rec['clipped_fraction']:.0f}%")
         try:
             plot_learning_curve(st.history, self.out / "learning_curve.png")
+            if self.model.learn_dropout:
+                plot_dropout_rates(st.history, self.out / "dropout_rates.png")
         except Exception as e:  # a plotting problem must never stop training
             self.log(f"(learning-curve plot skipped: {e})")
 
@@ -528,4 +537,19 @@ def plot_learning_curve(history: list, path) -> Path:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
+    return _plot.save(fig, path)
+
+
+def plot_dropout_rates(history: list, path) -> Path:
+    """The learned (Concrete) drop probability of each site per epoch (``learn_dropout``)."""
+    fig, (ax,) = _plot.figure(size=(5, 3.5))
+    ep = [h["epoch"] for h in history]
+    for site in history[-1].get("dropout_rates", {}):
+        ax.plot(ep, [h.get("dropout_rates", {}).get(site, float("nan")) for h in history],
+                "o-", label=site)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learned drop probability p")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     return _plot.save(fig, path)
