@@ -38,51 +38,6 @@ def child_env(**extra) -> dict:
     return env
 
 
-def train_args(recipe: Path, data: Path, out: Path, overrides: dict = (), resume=False) -> list:
-    a = [sys.executable, "-m", "rnndrop", "train", str(recipe), "--data", str(data),
-         "--out", str(out), "--no-progress"]
-    for k, v in dict(overrides).items():
-        a += ["--set", f"{k}={v}"]
-    return a + (["--resume"] if resume else [])
-
-
-def launch(args: list, nproc: int) -> list[subprocess.Popen]:
-    """Start ``args`` as ranks 0..nproc-1 of one run (as torchrun would); returns the
-    processes (stdout and stderr piped)."""
-    port = free_port()
-    procs = []
-    for rank in range(nproc):
-        env = child_env(WORLD_SIZE=str(nproc), RANK=str(rank), LOCAL_RANK=str(rank),
-                        LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
-                        MASTER_PORT=str(port))
-        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-    return procs
-
-
-def wait_all(procs, timeout: float = 120) -> list[tuple[int, str, str]]:
-    """``(returncode, stdout, stderr)`` of every process; kills them all past ``timeout``."""
-    out = []
-    try:
-        for p in procs:
-            so, se = p.communicate(timeout=timeout)
-            out.append((p.returncode, so, se))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    return out
-
-
-def run_ranks(args: list, nproc: int = 2, timeout: float = 120) -> list[tuple[int, str, str]]:
-    """Run ``args`` as ``nproc`` ranks; asserts every rank succeeded."""
-    res = wait_all(launch(args, nproc), timeout)
-    for rank, (rc, so, se) in enumerate(res):
-        assert rc == 0, f"rank {rank} exited with {rc}:\n{so}\n{se}"
-    return res
-
-
 # ----------------------------------------------------------------------------- forked ranks
 class Rank:
     """One forked rank: ``proc`` (a multiprocessing Process), ``log`` (its stdout and stderr)."""
@@ -162,7 +117,10 @@ def run_forked(argv: list, nproc: int, logs: Path, timeout: float = 120, **env) 
 
 def cli_args(recipe: Path, data: Path, out: Path, overrides: dict = (), resume=False) -> list:
     """``train RECIPE --data DATA --out OUT --no-progress --set k=v ... [--resume]``."""
-    return train_args(recipe, data, out, overrides, resume)[3:]
+    a = ["train", str(recipe), "--data", str(data), "--out", str(out), "--no-progress"]
+    for k, v in dict(overrides).items():
+        a += ["--set", f"{k}={v}"]
+    return a + (["--resume"] if resume else [])
 
 
 def torchrun(argv: list, nproc: int, timeout: float = 120) -> subprocess.CompletedProcess:

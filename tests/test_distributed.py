@@ -5,6 +5,7 @@ the single-process one; a killed rank stops the other with one line; a checkpoin
 world size is refused with one line. The ranks are forked from the test process (distrun.py),
 once through the real torchrun."""
 import json
+import shutil
 import os
 import signal
 import time
@@ -191,14 +192,15 @@ def test_a_killed_or_hung_rank_stops_the_other_with_one_line(setup, victim, how)
                 r.proc.kill()
         join(ranks, 5)
     assert other.returncode == 2, other.output
-    assert waited < 20
-    errors = [line for line in other.output.splitlines() if "error" in line.lower()]
+    assert waited < 30, (waited, other.output)   # timeout 3 s; slack for a loaded machine
+    # our one line (torch's own C++ warnings, if any, are not ours to count)
+    errors = [line for line in other.output.splitlines() if line.startswith("rnndrop")]
     assert len(errors) == 1, other.output
     assert errors[0].startswith(f"rnndrop train: error: rank {1 - victim} of 2: lost the other "
                                 f"processes") and errors[0].endswith("--resume"), errors[0]
     if how == "SIGSTOP":
         assert "train.dist_timeout=3 s: Timed out" in errors[0]
-    assert "Traceback" not in other.output
+    assert "Traceback" not in other.output, other.output
 
 
 def test_another_world_size_or_an_uneven_batch_is_one_line(setup, p0_runs, variational_run,
@@ -224,3 +226,43 @@ def test_another_world_size_or_an_uneven_batch_is_one_line(setup, p0_runs, varia
     for r in ranks:
         assert r.returncode == 2, r.output
         assert "train.batch_size=3 must be divisible by the number of processes (2)" in r.output
+
+
+def test_divergence_restores_the_last_good_checkpoint_on_every_rank(setup, p0_runs, tmp_path):
+    """A loss above the limit: both ranks decide on the same (global) loss, reload rank 0's
+    last.pt and stop with the same line; neither waits for the other."""
+    root, data, recipe = setup
+    out = tmp_path / "run"
+    shutil.copytree(p0_runs[1], out)
+    before = (out / "last.pt").read_bytes()
+    ranks = join(fork_ranks(cli_args(recipe, data, out, {**P0, "train.max_steps": 0,
+                                                         "train.divergence_loss": 0.5},
+                                     resume=True), 2, tmp_path / "logs"), 60)
+    for r in ranks:
+        assert r.returncode == 2, r.output
+        assert "training diverged: loss" in r.output and "step 26 is above the limit 0.5" in r.output
+        assert "parameters restored from" in r.output and "(step 25)" in r.output
+    assert (out / "last.pt").read_bytes() == before
+
+
+def test_max_minutes_stops_every_rank_after_the_same_step(setup, tmp_path):
+    root, data, recipe = setup
+    args = cli_args(recipe, data, tmp_path / "run", {"train.epochs": 100}) + ["--max-minutes",
+                                                                              "0.0005"]
+    ranks = run_forked(args, 2, tmp_path / "logs")
+    st = ckpt.load(tmp_path / "run" / "last.pt")
+    k = st["train_state"]["step"]
+    assert 1 <= k < 20 and [r["step"] for r in st["ranks"]] == [k, k]
+    assert "stopped at epoch 1" in ranks[0].output and "stopped" not in ranks[1].output
+
+
+@pytest.mark.parametrize("output", [{"model.output": "sampled", "model.num_sampled": 5},
+                                    {"model.output": "adaptive", "model.cutoffs": "[4,8]"}])
+def test_sampled_and_adaptive_outputs_train_under_two_processes(setup, tmp_path, output):
+    """Every parameter the loss uses is seen by DDP (the output layer is used only in the loss;
+    an adaptive tail cluster may get no gradient in a window)."""
+    root, data, recipe = setup
+    run_forked(cli_args(recipe, data, tmp_path / "run", {**output, "train.max_steps": 12}), 2,
+               tmp_path / "logs")
+    st = ckpt.load(tmp_path / "run" / "last.pt")
+    assert st["train_state"]["step"] == 12 and st["world_size"] == 2
