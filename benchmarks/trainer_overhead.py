@@ -10,7 +10,9 @@ once per step for its running loss, hidden state detached. The trainer runs the 
 checks, the signal-safe commit). Only steps ``--warmup + 1 …`` are timed in both (the trainer's
 through its step hooks), so its start (directory, lock) and its final checkpoint are not.
 Interleaved: for each repeat, each scheme runs once in each form; medians; ratio bare / trainer
-(≥ 1 means the trainer is as fast as the bare loop). Measures only — asserts nothing.
+(≥ 1 means the trainer is as fast as the bare loop). Wall time and the process's CPU time
+(user + system) both: on a shared machine the CPU time is the fairer of the two, since time
+spent waiting for a core does not count. Measures only — asserts nothing.
 
     RNNDROP_DATA=../shared/data python benchmarks/trainer_overhead.py --size small
     RNNDROP_DATA=../shared/data python benchmarks/trainer_overhead.py --size medium --steps 20
@@ -40,7 +42,7 @@ SCHEMES = {
 }
 
 
-def config(size: str, scheme: str, steps: int, bptt: int | None) -> RunConfig:
+def config(size: str, scheme: str, steps: int, bptt: int | None, sync_every: int = 0) -> RunConfig:
     H, T = SIZES[size]
     cfg = RunConfig()
     cfg.model.hidden_size, cfg.model.num_layers, cfg.model.init_range = H, 2, 0.05
@@ -48,26 +50,34 @@ def config(size: str, scheme: str, steps: int, bptt: int | None) -> RunConfig:
         setattr(cfg.model, k, v)
     t = cfg.train
     t.epochs, t.batch_size, t.bptt, t.lr, t.clip = 1, 20, bptt or T, 1.0, 5.0
-    t.max_steps, t.checkpoint_every, t.seed = steps, 0, 0
+    t.max_steps, t.checkpoint_every, t.seed, t.sync_every = steps, 0, 0, sync_every
     return cfg
 
 
-def time_trainer(cfg, corpus, warmup: int, progress: bool) -> float:
-    """Seconds per step of ``LMTrainer.train`` over steps ``warmup + 1 … max_steps``."""
+def _now():
+    return time.perf_counter(), time.process_time()
+
+
+def _per_step(t0, t1, steps: int) -> tuple[float, float]:
+    return (t1[0] - t0[0]) / steps, (t1[1] - t0[1]) / steps
+
+
+def time_trainer(cfg, corpus, warmup: int, progress: bool) -> tuple[float, float]:
+    """Seconds per step (wall, CPU) of ``LMTrainer.train`` over steps ``warmup + 1 … max_steps``."""
     marks = {}
     with tempfile.TemporaryDirectory() as out:
         trainer = LMTrainer(cfg, corpus, out, progress=progress, log=lambda *a: None)
 
         def hook(point):
             if point == "commit":
-                marks["t0" if trainer.state.step == warmup else "t1"] = time.perf_counter()
+                marks["t0" if trainer.state.step == warmup else "t1"] = _now()
         trainer.hook = hook
         trainer.train()
-    return (marks["t1"] - marks["t0"]) / (cfg.train.max_steps - warmup)
+    return _per_step(marks["t0"], marks["t1"], cfg.train.max_steps - warmup)
 
 
-def time_bare(cfg, corpus, warmup: int) -> float:
-    """Seconds per step of the example-style loop on the same model and windows."""
+def time_bare(cfg, corpus, warmup: int) -> tuple[float, float]:
+    """Seconds per step (wall, CPU) of the example-style loop on the same model and windows."""
     t = cfg.train
     torch.manual_seed(t.seed)
     model = RNNLanguageModel.from_config(cfg.model, corpus.vocab).train()
@@ -75,7 +85,7 @@ def time_bare(cfg, corpus, warmup: int) -> float:
     hidden, total = None, 0.0
     for i, (_, x, y) in enumerate(bptt_windows(data, t.bptt)):
         if i == warmup:
-            t0 = time.perf_counter()
+            t0 = _now()
         if i == t.max_steps:
             break
         hidden = None if hidden is None else tuple(h.detach() for h in hidden)
@@ -88,7 +98,7 @@ def time_bare(cfg, corpus, warmup: int) -> float:
             for p in model.parameters():
                 p.add_(p.grad, alpha=-t.lr)
         total += loss.item()
-    return (time.perf_counter() - t0) / (t.max_steps - warmup)
+    return _per_step(t0, _now(), t.max_steps - warmup)
 
 
 def main():
@@ -101,6 +111,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--no-bar", action="store_true", help="the trainer without a progress bar")
+    ap.add_argument("--sync-every", type=int, default=0,
+                    help="the trainer's train.sync_every (0: its default, 1 on CPU)")
     ap.add_argument("--data", default=None, help="data root holding ptb/ (default $RNNDROP_DATA)")
     args = ap.parse_args()
     if args.threads:
@@ -111,7 +123,7 @@ def main():
     times = {(s, k): [] for s in args.schemes for k in ("bare", "trainer")}
     for _ in range(args.repeats):
         for s in args.schemes:
-            cfg = config(args.size, s, args.steps, args.bptt)
+            cfg = config(args.size, s, args.steps, args.bptt, args.sync_every)
             times[s, "bare"].append(time_bare(cfg, corpus, args.warmup))
             times[s, "trainer"].append(time_trainer(cfg, corpus, args.warmup, not args.no_bar))
     H, T = SIZES[args.size]
@@ -120,13 +132,16 @@ def main():
     print(f"trainer vs bare loop, size={args.size} (2 x {H} LSTM, bptt {T}, batch 20, PTB), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.steps - args.warmup} timed steps x {args.repeats} interleaved repeats, "
-          f"progress bar {'off' if args.no_bar else 'on'}, load {os.getloadavg()[0]:.2f}")
+          f"progress bar {'off' if args.no_bar else 'on'}, sync_every {args.sync_every or 'default'}, "
+          f"load {os.getloadavg()[0]:.2f}")
     print(f"{'scheme':<13}{'bare ms/step':>14}{'trainer ms/step':>17}{'bare tok/s':>12}"
-          f"{'trainer tok/s':>15}{'ratio':>8}")
+          f"{'trainer tok/s':>15}{'ratio':>8}{'bare CPU ms':>13}{'trainer CPU ms':>16}"
+          f"{'CPU ratio':>11}")
     for s in args.schemes:
-        b, tr = statistics.median(times[s, "bare"]), statistics.median(times[s, "trainer"])
+        b, tr = (statistics.median(w for w, _ in times[s, k]) for k in ("bare", "trainer"))
+        bc, trc = (statistics.median(c for _, c in times[s, k]) for k in ("bare", "trainer"))
         print(f"{s:<13}{1e3 * b:>14.2f}{1e3 * tr:>17.2f}{tok / b:>12.0f}{tok / tr:>15.0f}"
-              f"{b / tr:>8.3f}")
+              f"{b / tr:>8.3f}{1e3 * bc:>13.2f}{1e3 * trc:>16.2f}{bc / trc:>11.3f}")
 
 
 if __name__ == "__main__":

@@ -63,3 +63,16 @@ def test_clip_monitor():
     assert other.summary() == pytest.approx(mon.summary(), nan_ok=True)
     mon.reset()
     assert mon.summary()["steps"] == 0 and "ClipMonitor(" in repr(mon)
+
+
+def test_clip_grad_norm_tensor_reads_nothing_back_and_records_the_same():
+    """The deferred form clips exactly as clip_grad_norm and returns the norm as a 0-d tensor;
+    ClipStats.of on it later gives the same record (a NaN norm: not finite, not clipped)."""
+    a, b = _with_grads(10.0), _with_grads(10.0)
+    st = C.clip_grad_norm(a, 1.0)
+    norm = C.clip_grad_norm_tensor(b, 1.0)
+    assert isinstance(norm, torch.Tensor) and norm.dim() == 0
+    assert all(torch.equal(p.grad, q.grad) for p, q in zip(a[:2], b[:2]))
+    assert C.ClipStats.of(float(norm), 1.0) == st
+    bad = C.ClipStats.of(float("nan"), 1.0)
+    assert not bad.finite and not bad.clipped

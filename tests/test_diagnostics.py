@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 
 from rnndrop import diagnostics as D
+from rnndrop.diagnostics._rerun import _spec
 from rnndrop.rnn import GRU, LSTM, RNN
 
 TORCH_CELLS = {"RNN": torch.rnn_tanh_cell, "LSTM": torch.lstm_cell, "GRU": torch.gru_cell}
@@ -339,3 +340,9 @@ def test_errors():
         D.saturation(torch.zeros(2), "swish")
     with pytest.raises(ValueError, match="hx is required"):
         D.grad_norms_over_time(lambda x, h: h, torch.randn(3, 1, 2), lambda o: o.sum())
+
+
+def test_zoneout_layers_are_refused_by_the_rerun():
+    with pytest.raises(ValueError, match="zoneout"):
+        _spec(LSTM(3, 4, zoneout_cell=0.5))
+    assert _spec(LSTM(3, 4, zoneout_cell=0.0)).kind == "LSTM"

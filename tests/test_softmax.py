@@ -502,3 +502,25 @@ def test_factory():
 def test_bad_parameters_raise(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("kind,params", [("full", {}), ("sampled", {"num_sampled": 5}),
+                                         ("adaptive", {"cutoffs": [10, 40]})])
+def test_target_log_prob_equals_gathered_log_prob(kind, params, monkeypatch):
+    """The targets' log-probabilities without the (*, V) block equal the gathered full
+    log-softmax, in training mode too (sampled softmax's log_prob is always the full one),
+    across row blocks (the block size set so that 7 rows make one: 50 rows, 8 blocks)."""
+    import rnndrop.softmax.layers as layers
+    monkeypatch.setattr(layers, "_TARGET_BLOCK", 7 * 100)
+    torch.manual_seed(0)
+    m = make_output_layer(kind, 16, 100, **params)
+    h, y = torch.randn(5, 10, 16, requires_grad=True), torch.randint(100, (5, 10))
+    got = m.target_log_prob(h, y)
+    assert got.shape == (5, 10)
+    want = m.log_prob(h).gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(got, want)
+    got.sum().backward()                      # differentiable, not only an eval shortcut
+    assert h.grad is not None and torch.isfinite(h.grad).all()
+    if kind != "adaptive":
+        with pytest.raises(ValueError, match="rows"):
+            m.target_log_prob(h, y[:, :3])

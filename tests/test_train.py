@@ -7,7 +7,8 @@ from rnndrop import checkpoint as ckpt
 from rnndrop.data.text import load_corpus
 from rnndrop.train import LMTrainer, TrainingDiverged
 
-from lmrun import QUIET, assert_same_weights, stopped_then_resumed, tiny_lm_config
+from lmrun import (LM_SCHEMES, QUIET, assert_same_run, assert_same_weights, metrics_lines,
+                   stopped_then_resumed, tiny_lm_config)
 
 tiny_cfg = tiny_lm_config
 
@@ -162,3 +163,46 @@ def test_mixed_precision_trains_close_to_fp32_and_resumes(corpus, tmp_path, prec
     assert (st["scaler"]["scale"] > 0) if precision == "fp16" else st["scaler"] is None
     # (this caught the autocast dtype probe drawing from the masks' RNG on its first call)
     assert_same_weights(run, stopped_then_resumed(corpus, tmp_path / "part", over, 9))
+
+
+@pytest.mark.parametrize("scheme", ["none", "variational"])
+def test_reading_back_every_k_steps_is_the_same_run(corpus, tmp_path, scheme):
+    """train.sync_every = 7 (the statistics read back 7 steps at a time, as on CUDA) gives the
+    run of sync_every = 1 bit for bit: weights, RNG, step log, metrics; and so does a run
+    stopped between two read-backs and resumed."""
+    over = {**LM_SCHEMES[scheme], "train.epochs": 2, "train.checkpoint_every": 4}
+    LMTrainer(tiny_cfg(**over), corpus, tmp_path / "a", **QUIET).train()
+    k7 = {**over, "train.sync_every": 7}
+    b = LMTrainer(tiny_cfg(**k7), corpus, tmp_path / "b", **QUIET)
+    assert b.sync_every == 7
+    b.train()
+    assert_same_run(tmp_path / "a", tmp_path / "b")
+    assert metrics_lines(tmp_path / "a")[0]["tf32"] is False        # no TF32 on a CPU
+    stopped_then_resumed(corpus, tmp_path / "c", k7, 5)
+    assert_same_run(tmp_path / "a", tmp_path / "c")
+
+
+def test_sync_every_defaults_to_every_step_on_cpu(corpus, tmp_path):
+    assert LMTrainer(tiny_cfg(), corpus, tmp_path / "a", **QUIET).sync_every == 1
+    with pytest.raises(ValueError, match="train.sync_every"):
+        LMTrainer(tiny_cfg(**{"train.sync_every": -1}), corpus, tmp_path / "b", **QUIET)
+    with pytest.raises(ValueError, match="train.tf32"):
+        LMTrainer(tiny_cfg(**{"train.tf32": 3}), corpus, tmp_path / "c", **QUIET)
+
+
+def test_a_divergence_read_back_late_still_restores_the_last_good_checkpoint(corpus, tmp_path):
+    """With sync_every = 5 a NaN learning rate ruins the weights at step 11 unseen; the losses
+    of steps 12-15 are NaN and are read back after step 15: the last good checkpoint (step
+    10) is restored, untouched, and the message says which steps were undone."""
+    tr, good = _good_then(corpus, tmp_path)
+    tr.cfg.train.max_steps, tr.cfg.train.checkpoint_every = 0, 0
+    tr.sync_every = 5
+    tr.cfg.train.lr = float("nan")
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss \(nan\) at epoch 1, step 12; "
+                       r"steps 11-15 \(read back together, train.sync_every = 5\) are undone "
+                       r"and parameters restored from .*last.pt \(step 10\)"):
+        tr.train()
+    st = ckpt.load(tmp_path / "run" / "last.pt")
+    assert st["train_state"]["step"] == 10 and tr.state.step == 10
+    for k, v in tr.model.state_dict().items():
+        assert torch.equal(v, good[k]), k

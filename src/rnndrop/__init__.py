@@ -4,11 +4,11 @@ Modules at the top (``rnndrop.LSTM``, ``rnndrop.LockedDropout``, ...), their fun
 :mod:`rnndrop.functional`; ``rnndrop.dropout`` is the module that defines the dropout family.
 """
 from . import dropout, functional
-from .dropout import (Dropout, EmbeddingDropout, GaussianDropout, LockedDropout,
-                      ThreeValueDropout, WeightDrop)
+from .dropout import (ConcreteDropout, Dropout, EmbeddingDropout, GaussianDropout,
+                      LockedConcreteDropout, LockedDropout, ThreeValueDropout, WeightDrop)
 from .rnn import GRU, LSTM, RNN
 
 __version__ = "0.1.0"
 
-__all__ = ["Dropout", "EmbeddingDropout", "GaussianDropout", "LockedDropout",
+__all__ = ["ConcreteDropout", "LockedConcreteDropout", "Dropout", "EmbeddingDropout", "GaussianDropout", "LockedDropout",
            "ThreeValueDropout", "WeightDrop", "RNN", "LSTM", "GRU", "dropout", "functional"]

@@ -11,6 +11,17 @@ are ``(B, H)``; ``weight_hh`` is ``(G*H, H)``. ``mask_h`` is ``None`` (no recurr
 ``(B, H)`` (one mask per sequence shared by the gates: *tied*) or ``(G, B, H)`` (one mask per gate:
 *untied*), already scaled by 1/(1-p); ``mask_mode`` names the three layouts (``MaskMode``) for
 every implementation. Gate order follows ``torch.nn``: LSTM i, f, g, o; GRU r, z, n.
+
+Zoneout (Krueger et al., 2016): ``zoneout_h`` (and the LSTM's ``zoneout_c``) is ``None`` (no
+zoneout), ``(B, H)`` (the same at every step: per-sequence masks, or the constant ``z`` at eval)
+or ``(T, B, H)`` (one per step), the weight ``d`` with which each unit keeps its previous value::
+
+    h_t = d_t ∘ h_{t-1} + (1 - d_t) ∘ h̃_t        (h̃_t: the cell's own update)
+
+``d ∈ {0, 1}`` in training (``Bernoulli(z)``), ``d = z`` at eval (the expectation). For the
+LSTM, as in the paper, both candidates come from the un-zoned cell update
+``c̃_t = f c_{t-1} + i g``: ``c_t = d^c_t ∘ c_{t-1} + (1 - d^c_t) ∘ c̃_t`` and
+``h_t = d^h_t ∘ h_{t-1} + (1 - d^h_t) ∘ o tanh(c̃_t)``.
 """
 from __future__ import annotations
 
@@ -41,6 +52,18 @@ def mask_mode(mask_h: Optional[Tensor]) -> MaskMode:
     raise ValueError(f"mask_h must be (B, H) or (G, B, H), got shape {tuple(mask_h.shape)}")
 
 
+def zone_at(z: Optional[Tensor], t: int) -> Optional[Tensor]:
+    """The zoneout weights of step ``t`` from ``None``, ``(B, H)`` or ``(T, B, H)``."""
+    if z is None or z.dim() == 2:
+        return z
+    return z[t]
+
+
+def _zone(d: Optional[Tensor], prev: Tensor, new: Tensor) -> Tensor:
+    """``d ∘ prev + (1 - d) ∘ new`` (``new`` itself without zoneout)."""
+    return new if d is None else d * prev + (1 - d) * new
+
+
 def _hh(h: Tensor, weight_hh: Tensor, mask_h: Optional[Tensor], mode: MaskMode,
         gates: int) -> Tensor:
     """(h ∘ m) @ W_hhᵀ with a tied ``(B, H)`` or untied ``(G, B, H)`` mask -> ``(B, G*H)``."""
@@ -56,10 +79,12 @@ def _hh(h: Tensor, weight_hh: Tensor, mask_h: Optional[Tensor], mode: MaskMode,
 
 
 def lstm_recurrence(xp: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
-                    mask_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
+                    mask_h: Optional[Tensor] = None, zoneout_h: Optional[Tensor] = None,
+                    zoneout_c: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor]:
     """LSTM over a sequence. ``xp = W_ih x_t + b_ih + b_hh`` for all t.
 
-    i, f, g, o = σ, σ, tanh, σ of (xp_t + W_hh (h_{t-1} ∘ m)); c_t = f c_{t-1} + i g; h_t = o tanh(c_t).
+    i, f, g, o = σ, σ, tanh, σ of (xp_t + W_hh (h_{t-1} ∘ m)); c_t = f c_{t-1} + i g; h_t = o tanh(c_t)
+    (with zoneout, these are the candidates, see the module docstring).
     Returns ``(out (T, B, H), h_T, c_T)``.
     """
     mode = mask_mode(mask_h)
@@ -68,14 +93,17 @@ def lstm_recurrence(xp: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor,
     for t in range(xp.shape[0]):
         gates = xp[t] + _hh(h, weight_hh, mask_h, mode, 4)
         i, f, g, o = gates.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        h = _zone(zone_at(zoneout_h, t), h, h_new)
+        c = _zone(zone_at(zoneout_c, t), c, c_new)
         outs.append(h)
     return torch.stack(outs), h, c
 
 
 def gru_recurrence(xp: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Optional[Tensor],
-                   mask_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+                   mask_h: Optional[Tensor] = None,
+                   zoneout_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """GRU over a sequence. ``xp = W_ih x_t + b_ih`` for all t (b_hh is kept apart because the
     reset gate multiplies it: n = tanh(x_n + r ∘ (W_hn (h ∘ m) + b_hn))).
 
@@ -93,18 +121,19 @@ def gru_recurrence(xp: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Optional[
         r = torch.sigmoid(xr + hr)
         z = torch.sigmoid(xz + hz)
         n = torch.tanh(xn + r * hn)
-        h = (1 - z) * n + z * h
+        h = _zone(zone_at(zoneout_h, t), h, (1 - z) * n + z * h)
         outs.append(h)
     return torch.stack(outs), h
 
 
 def rnn_recurrence(xp: Tensor, h0: Tensor, weight_hh: Tensor, activation: Callable[[Tensor], Tensor],
-                   mask_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+                   mask_h: Optional[Tensor] = None,
+                   zoneout_h: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """Elman RNN: h_t = act(xp_t + W_hh (h_{t-1} ∘ m)), ``xp = W_ih x_t + b_ih + b_hh``."""
     mode = mask_mode(mask_h)
     h = h0
     outs = []
     for t in range(xp.shape[0]):
-        h = activation(xp[t] + _hh(h, weight_hh, mask_h, mode, 1))
+        h = _zone(zone_at(zoneout_h, t), h, activation(xp[t] + _hh(h, weight_hh, mask_h, mode, 1)))
         outs.append(h)
     return torch.stack(outs), h

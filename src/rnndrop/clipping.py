@@ -13,7 +13,8 @@ from typing import Mapping, Union
 import torch
 from torch import Tensor
 
-__all__ = ["ClipStats", "ClipValueStats", "clip_grad_norm", "clip_grad_value", "ClipMonitor"]
+__all__ = ["ClipStats", "ClipValueStats", "clip_grad_norm", "clip_grad_norm_tensor",
+           "clip_grad_value", "ClipMonitor"]
 
 
 def _params_list(params) -> list[Tensor]:
@@ -33,6 +34,16 @@ class ClipStats:
     scale: float
     finite: bool = True
 
+    @classmethod
+    def of(cls, total_norm: float, max_norm: float) -> "ClipStats":
+        """The record of a clip whose pre-clip norm was ``total_norm`` (read back later, e.g.
+        from :func:`clip_grad_norm_tensor`)."""
+        total = float(total_norm)
+        finite = math.isfinite(total)
+        clipped = finite and total > max_norm
+        scale = min(1.0, max_norm / (total + 1e-6)) if finite else float("nan")
+        return cls(total, float(max_norm), clipped, scale, finite)
+
 
 @dataclass(frozen=True)
 class ClipValueStats:
@@ -50,14 +61,18 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
     """``torch.nn.utils.clip_grad_norm_`` (gradients scaled in place by
     ``min(1, max_norm / (total_norm + 1e-6))``), reporting the pre-clip total norm, whether it
     clipped and the scale. Parameters without ``.grad`` are ignored."""
-    params = _params_list(params)
-    total = torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type,
-                                           error_if_nonfinite=error_if_nonfinite)
-    total = float(total)
-    finite = math.isfinite(total)
-    clipped = finite and total > max_norm
-    scale = min(1.0, max_norm / (total + 1e-6)) if finite else float("nan")
-    return ClipStats(total, float(max_norm), clipped, scale, finite)
+    total = clip_grad_norm_tensor(params, max_norm, norm_type, error_if_nonfinite)
+    return ClipStats.of(float(total), max_norm)
+
+
+def clip_grad_norm_tensor(params, max_norm: float, norm_type: float = 2.0,
+                          error_if_nonfinite: bool = False) -> Tensor:
+    """:func:`clip_grad_norm` without reading anything back: the pre-clip total norm stays a
+    0-d tensor on the gradients' device (torch scales by the clamped coefficient on the device),
+    so a CUDA training loop need not wait for the GPU at every step;
+    ``ClipStats.of(float(norm), max_norm)`` gives the record when it is read."""
+    return torch.nn.utils.clip_grad_norm_(_params_list(params), max_norm, norm_type=norm_type,
+                                          error_if_nonfinite=error_if_nonfinite)
 
 
 def clip_grad_value(params, clip_value: float) -> ClipValueStats:

@@ -44,6 +44,13 @@ class ModelConfig:
     alpha: float = 0.75                 # sampled softmax, unigram: P ∝ (train count + 1)^alpha
     unique: bool = True                 # sampled softmax: k distinct negatives (as TF)
     cutoffs: list = field(default_factory=lambda: [2000, 10000])  # adaptive softmax
+    zoneout_hidden: float = 0.0         # zoneout of h (Krueger et al. 2016), any scheme
+    zoneout_cell: float = 0.0           # zoneout of the LSTM cell state c
+    # Concrete dropout (Gal, Hron & Kendall 2017), variational only: the dropout_* rates above
+    # are where the learned rates start; the regulariser's scales are l²/N and 2/N.
+    learn_dropout: bool = False
+    concrete_lengthscale: float = 1e-4  # the prior length-scale l
+    concrete_dataset_size: int = 0      # N; 0: the trainer sets the number of training tokens
 
 
 @dataclass
@@ -78,6 +85,17 @@ class TrainConfig:
     # a uniform guess is ln V, the large recipe's worst early step ~26).
     divergence_loss: float = 0.0
     log_every: int = 0                  # without a progress bar: a log line every N steps (0: every minute)
+    # Steps between read-backs of the loss and gradient norm (divergence check, step log,
+    # running perplexity). 1: every step, and a bad step is caught before it is applied. K > 1:
+    # the statistics stay on the device and are read K at a time, so a CUDA loop never waits
+    # for the GPU inside a step; a divergence is found up to K - 1 steps late and the last good
+    # checkpoint is restored all the same (no checkpoint is written before a read-back).
+    # 0: automatic, 1 on CPU (a read-back costs nothing there) and 50 on CUDA.
+    sync_every: int = 0
+    # TF32 matmuls on CUDA (Ampere and later), as cuDNN's RNN kernels use by default, so that
+    # our fast paths run at the precision of the baseline they are compared with. No effect on
+    # CPU; recorded in every metrics line.
+    tf32: bool = True
     # Mixed precision: "bf16" or "fp16" autocast of forward and loss (weights, optimiser and
     # recurrent cell state stay float32); "fp16" adds a GradScaler (checkpointed). bf16 is the
     # CPU's (native with AVX512_BF16 / AMX); fp16 is for CUDA (on a CPU it runs, slowly).
@@ -185,7 +203,8 @@ def apply_overrides(cfg: RunConfig, overrides: list[str], source: str = "config"
 
 
 # Model fields that change the shape of a parameter: the ones a "does not fit" error names.
-SHAPE_KEYS = ("hidden_size", "emb_size", "num_layers", "output", "cutoffs", "tie_weights")
+SHAPE_KEYS = ("hidden_size", "emb_size", "num_layers", "output", "cutoffs", "tie_weights",
+              "learn_dropout")
 
 
 def model_differences(saved: dict, cfg: RunConfig) -> str:
@@ -258,6 +277,15 @@ def _check_model(m: ModelConfig, errors: list) -> None:
                                                 and c > 0 for c in m.cutoffs)
             and m.cutoffs == sorted(set(m.cutoffs))):
         errors.append(f"model.cutoffs must be increasing positive integers, got {m.cutoffs!r}")
+    for name in ("zoneout_hidden", "zoneout_cell"):
+        _real(errors, f"model.{name}", getattr(m, name), 0.0, 1.0)
+    if not isinstance(m.learn_dropout, bool):
+        errors.append(f"model.learn_dropout must be true or false, got {m.learn_dropout!r}")
+    _real(errors, "model.concrete_lengthscale", m.concrete_lengthscale, 0.0, lo_open=True)
+    _int(errors, "model.concrete_dataset_size", m.concrete_dataset_size, 0)
+    if m.learn_dropout is True and m.scheme != "variational":
+        errors.append(f"model.learn_dropout needs model.scheme='variational' (its dropout_* "
+                      f"rates are where the learned rates start), got {m.scheme!r}")
     if m.tie_weights and m.emb_size not in (None, m.hidden_size):
         errors.append(f"model.tie_weights needs model.emb_size == model.hidden_size "
                       f"({m.emb_size} != {m.hidden_size})")
@@ -298,6 +326,9 @@ def _check_train(t: TrainConfig, errors: list) -> None:
     _int(errors, "train.max_steps", t.max_steps, 0)
     _real(errors, "train.divergence_loss", t.divergence_loss, 0.0)
     _int(errors, "train.log_every", t.log_every, 0)
+    _int(errors, "train.sync_every", t.sync_every, 0)
+    if not isinstance(t.tf32, bool):
+        errors.append(f"train.tf32 must be true or false, got {t.tf32!r}")
     _choice(errors, "train.precision", t.precision, PRECISIONS)
     _real(errors, "train.dist_timeout", t.dist_timeout, 0.0, lo_open=True)
 

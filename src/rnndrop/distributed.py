@@ -159,15 +159,16 @@ def peer_errors_as_one_line(w: World, timeout_s: float):
                        ) from None
 
 
-def step_sync(loss: torch.Tensor, *flags: bool, size: int) -> tuple[float, list[bool]]:
-    """One all-reduce per step: the mean of every rank's ``loss`` (a scalar) and, for each of
-    ``flags``, whether any rank raised it (a stop signal, a passed deadline), so that every
-    rank takes the same decision at the same step."""
+def step_sync(loss: torch.Tensor, *flags: bool, size: int) -> tuple[torch.Tensor, list[bool]]:
+    """One all-reduce per step: the mean of every rank's ``loss`` (a scalar; returned as a 0-d
+    float32 tensor on its device) and, for each of ``flags``, whether any rank raised it (a
+    stop signal, a passed deadline), so that every rank takes the same decision at the same
+    step."""
     buf = torch.tensor([float(f) for f in flags], dtype=torch.float64, device=loss.device)
     buf = torch.cat([loss.detach().double().reshape(1), buf])
     dist.all_reduce(buf)
-    vals = buf.tolist()
-    return vals[0] / size, [v > 0 for v in vals[1:]]
+    mean = (buf[0] / size).float()
+    return mean, [v > 0 for v in buf[1:].tolist()]
 
 
 def gather_to_rank0(obj, w: World):

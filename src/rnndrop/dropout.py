@@ -10,11 +10,15 @@ and every module is the identity in ``eval()`` mode.
 ``WeightDrop``         DropConnect on any named parameter of any module (fused kernels still run).
 ``gaussian_dropout``   multiplicative N(1, p/(1-p)) noise: the variance of Bernoulli dropout at p.
 ``three_value_dropout`` masks in {0, γ/2, γ} with probabilities {p, (1-p)/2, (1-p)/2}.
+``concrete_dropout``   learned rate (Gal, Hron & Kendall 2017): a relaxed Bernoulli mask whose ``p``
+                       is a parameter; ``concrete_regularizer`` is the prior's term for the loss.
 =====================  ==========================================================================
 """
 from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence, Union
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +30,8 @@ from ._checks import check_probability
 __all__ = [
     "bernoulli_mask", "dropout", "Dropout", "locked_dropout", "LockedDropout",
     "embedding_dropout", "EmbeddingDropout", "WeightDrop", "gaussian_dropout", "GaussianDropout",
-    "three_value_dropout", "ThreeValueDropout",
+    "three_value_dropout", "ThreeValueDropout", "concrete_dropout", "concrete_mask",
+    "concrete_embedding_dropout", "concrete_regularizer", "ConcreteDropout", "LockedConcreteDropout",
 ]
 
 
@@ -307,3 +312,161 @@ class ThreeValueDropout(_DropoutBase):
 
     def forward(self, input: Tensor) -> Tensor:
         return three_value_dropout(input, self.p, self.training)
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Concrete dropout: learned rates (Gal, Hron & Kendall 2017)
+# --------------------------------------------------------------------------------------------
+def concrete_dropout(input: Tensor, p_logit: Tensor, training: bool = True,
+                     temperature: float = 0.1, locked: bool = False, batch_first: bool = False,
+                     generator: Optional[torch.Generator] = None, eps: float = 1e-7) -> Tensor:
+    """Dropout whose probability ``p = σ(p_logit)`` is learned (Concrete dropout).
+
+    The Bernoulli "drop" indicator is replaced by its Concrete (relaxed Bernoulli) sample, which
+    is differentiable in ``p``::
+
+        u ~ U(0, 1)
+        z̃ = σ((log p - log(1-p) + log u - log(1-u)) / t)      (→ Bernoulli(p) as t → 0)
+        output = input ∘ (1 - z̃) / (1 - p)                      (inverted: E[mask] ≈ 1)
+
+    with ``log p - log(1-p) = p_logit`` exactly, and ``t = temperature`` (the paper's 0.1). In
+    ``training=False`` the input is returned (the expectation, as for every dropout here; MC
+    dropout runs it with ``training=True``). Gradients reach ``p_logit`` through ``z̃`` and
+    ``1/(1-p)``; add :func:`concrete_regularizer` to the loss, or ``p`` only shrinks.
+
+    Shapes: ``input`` any shape; ``p_logit`` a scalar tensor (one rate per site, as the paper).
+    ``locked=True`` (variational): the input is a sequence ``(T, B, *F)`` (``(B, T, *F)`` with
+    ``batch_first``) and the mask ``(1, B, *F)`` (``(B, 1, *F)``) is the same at every step;
+    else the mask has the input's shape.
+    """
+    if not training:
+        return input
+    shape = list(input.shape)
+    if locked:
+        if input.dim() < 2:
+            raise ValueError(f"locked concrete dropout expects a sequence of at least 2 dims "
+                             f"(time and batch), got shape {tuple(input.shape)}")
+        shape[1 if batch_first else 0] = 1
+    return input * concrete_mask(shape, p_logit, temperature, dtype=input.dtype,
+                                 device=input.device, generator=generator, eps=eps)
+
+
+def concrete_mask(shape: Sequence[int], p_logit: Tensor, temperature: float = 0.1, *,
+                  dtype=None, device=None, generator: Optional[torch.Generator] = None,
+                  eps: float = 1e-7) -> Tensor:
+    """The relaxed inverted-dropout mask ``(1 - z̃) / (1 - p)`` of :func:`concrete_dropout`, of
+    ``shape``, differentiable in ``p_logit`` (a scalar tensor)."""
+    u = torch.rand(shape, dtype=dtype, device=device, generator=generator)
+    noise = torch.log(u + eps) - torch.log1p(eps - u)                  # log u - log(1-u)
+    drop = torch.sigmoid((p_logit.to(u.dtype) + noise) / temperature)
+    keep = torch.sigmoid(-p_logit).to(u.dtype)                          # 1 - p, never 0
+    return (1 - drop) / keep
+
+
+def concrete_embedding_dropout(input: Tensor, weight: Tensor, p_logit: Tensor,
+                               training: bool = True, temperature: float = 0.1,
+                               batch_first: bool = False,
+                               padding_idx: Optional[int] = None) -> Tensor:
+    """:func:`embedding_dropout` in ``mode="sequence"`` with a learned rate: one relaxed mask
+    entry (:func:`concrete_mask`) per sequence and word type that occurs, so a word type
+    dropped in a sequence is (nearly) zero at all its occurrences there. Shapes: ``input``
+    integer ``(T, B)`` (``(B, T)`` with ``batch_first``), ``weight`` ``(V, D)``; output
+    ``input.shape + (D,)``. For :func:`concrete_regularizer` the dropped input is the one-hot
+    word, ``K = V``."""
+    if not training:
+        return F.embedding(input, weight, padding_idx)
+    if input.dim() != 2:
+        raise ValueError(f"concrete_embedding_dropout needs input of shape (T, B), got shape "
+                         f"{tuple(input.shape)}")
+    V = weight.shape[0]
+    seq = torch.arange(input.shape[0 if batch_first else 1], device=input.device)
+    seq = seq.unsqueeze(1) if batch_first else seq.unsqueeze(0)
+    uniq, inverse = torch.unique(seq * V + input.long(), return_inverse=True)
+    mask = concrete_mask((uniq.numel(),), p_logit, temperature, dtype=weight.dtype,
+                         device=weight.device)[inverse]
+    return F.embedding(input, weight, padding_idx) * mask.unsqueeze(-1)
+
+
+def concrete_regularizer(p_logit: Tensor, weights: Iterable[Tensor] = (), input_dim: int = 1,
+                         weight_regularizer: float = 1e-6,
+                         dropout_regularizer: float = 1e-5) -> Tensor:
+    """The regulariser of Concrete dropout for one site (Gal, Hron & Kendall 2017, their code)::
+
+        R = weight_regularizer · Σ_W ‖W‖² / (1 - p)
+            + dropout_regularizer · K · (p log p + (1 - p) log(1 - p))
+
+    ``weights``: the matrices the dropped input multiplies (its next layer's), ``K =
+    input_dim`` the number of features dropped. The second term is minus ``K`` times the
+    Bernoulli entropy: it pulls ``p`` toward 1/2 against the first, which pulls it toward 0.
+    The scales carry the data-set size ``N`` the loss is averaged over: the paper's
+    ``weight_regularizer = l² / (τ N)`` (prior length-scale ``l``, precision ``τ``) and
+    ``dropout_regularizer = 2 / (τ N)``. Returns a scalar tensor with gradients to ``p_logit``
+    and the weights.
+    """
+    log_p, log_q = F.logsigmoid(p_logit), F.logsigmoid(-p_logit)        # log p, log(1 - p)
+    sq = sum((w.square().sum() for w in weights), p_logit.new_zeros(()))
+    neg_entropy = log_p.exp() * log_p + log_q.exp() * log_q
+    return (weight_regularizer * sq / log_q.exp() + dropout_regularizer * input_dim * neg_entropy).sum()
+
+
+def _check_open_probability(p: float, name: str) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < float(p) < 1.0:
+        raise ValueError(f"{name} must be in (0, 1) (a learned rate starts inside), got {p!r}")
+    return float(p)
+
+
+class ConcreteDropout(nn.Module):
+    """Module form of :func:`concrete_dropout`: one learned rate, its logit a parameter.
+
+    Args:
+        p: the initial drop probability, in (0, 1) (``p_logit = log p - log(1-p)``).
+        temperature: of the relaxed mask (the paper: 0.1).
+        weight_regularizer, dropout_regularizer: the scales of :meth:`regularizer` (see
+            :func:`concrete_regularizer`; the paper's ``l²/(τN)`` and ``2/(τN)``).
+        batch_first: for the locked form, the input is ``(B, T, *F)``.
+
+    ``p`` (a float) is the current rate; :meth:`regularizer` takes the weights that the
+    dropped input multiplies, with ``K`` the last input's number of features unless given.
+    Shapes: as :func:`concrete_dropout`.
+    """
+    locked = False
+
+    def __init__(self, p: float = 0.5, temperature: float = 0.1,
+                 weight_regularizer: float = 1e-6, dropout_regularizer: float = 1e-5,
+                 batch_first: bool = False):
+        super().__init__()
+        p = _check_open_probability(p, "p")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                or not temperature > 0:
+            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        self.temperature = float(temperature)
+        self.weight_regularizer, self.dropout_regularizer = weight_regularizer, dropout_regularizer
+        self.batch_first = batch_first
+        self.p_logit = nn.Parameter(torch.tensor(math.log(p) - math.log1p(-p)))
+        self.input_dim: Optional[int] = None
+
+    @property
+    def p(self) -> float:
+        return torch.sigmoid(self.p_logit.detach()).item()
+
+    def forward(self, input: Tensor) -> Tensor:
+        self.input_dim = input.shape[-1]
+        return concrete_dropout(input, self.p_logit, self.training, self.temperature,
+                                self.locked, self.batch_first)
+
+    def regularizer(self, *weights: Tensor, input_dim: Optional[int] = None) -> Tensor:
+        K = input_dim if input_dim is not None else self.input_dim
+        if K is None:
+            raise ValueError("input_dim is unknown before the first forward call; give input_dim=")
+        return concrete_regularizer(self.p_logit, weights, K, self.weight_regularizer,
+                                    self.dropout_regularizer)
+
+    def extra_repr(self) -> str:
+        return (f"p={self.p:.4g} (learned), temperature={self.temperature}"
+                + (", locked" if self.locked else ""))
+
+
+class LockedConcreteDropout(ConcreteDropout):
+    """:class:`ConcreteDropout` with one mask per sequence (``(1, B, *F)`` for ``(T, B, *F)``),
+    the same at every step: the learned-rate form of :class:`LockedDropout`."""
+    locked = True

@@ -74,7 +74,7 @@ def _token_logp(model, source: Tensor, bptt: int, samples: int, progress: bool) 
     # Written in place rather than collected in a list and concatenated: small tensors kept
     # alive between each window's large (T, S*B, V) temporaries fragment the CPU heap, and the
     # process then grew by ~3 GB over a PTB validation pass instead of reusing that memory.
-    out = torch.empty(samples, source.shape[0] - 1, B, dtype=torch.float32)
+    out = torch.empty(samples, source.shape[0] - 1, B, dtype=torch.float32, device=device)
     windows = bptt_windows(source, bptt)
     if progress:
         windows = tqdm(windows, total=math.ceil((source.shape[0] - 1) / bptt), desc="eval",
@@ -83,10 +83,9 @@ def _token_logp(model, source: Tensor, bptt: int, samples: int, progress: bool) 
     for _, x, y in windows:
         x, y = x.to(device).repeat(1, samples), y.to(device).repeat(1, samples)
         hidden, state = model(x, state)
-        lp = model.log_prob(hidden)                                   # (T, S*B, V)
-        tok = lp.gather(-1, y.unsqueeze(-1)).squeeze(-1)              # (T, S*B)
+        tok = model.target_log_prob(hidden, y)                        # (T, S*B)
         n = tok.shape[0]
         out[:, i:i + n] = tok.view(n, samples, B).transpose(0, 1)
         i += n
-        del lp, hidden      # free the (T, S*B, V) block before the next window allocates
+        del hidden
     return out

@@ -6,8 +6,12 @@
 Each function is defined (with its math and shapes) in :mod:`rnndrop.dropout`; this module only
 gathers them, so that the package attribute ``rnndrop.dropout`` stays the module.
 """
-from .dropout import (bernoulli_mask, dropout, embedding_dropout, gaussian_dropout,
-                      locked_dropout, three_value_dropout, weight_dropout)
+from .dropout import (bernoulli_mask, concrete_dropout, concrete_embedding_dropout,
+                      concrete_mask, concrete_regularizer, dropout,
+                      embedding_dropout, gaussian_dropout, locked_dropout, three_value_dropout,
+                      weight_dropout)
 
-__all__ = ["bernoulli_mask", "dropout", "embedding_dropout", "gaussian_dropout",
-           "locked_dropout", "three_value_dropout", "weight_dropout"]
+__all__ = ["bernoulli_mask", "concrete_dropout", "concrete_embedding_dropout", "concrete_mask",
+           "concrete_regularizer", "dropout",
+           "embedding_dropout", "gaussian_dropout", "locked_dropout", "three_value_dropout",
+           "weight_dropout"]

@@ -26,7 +26,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import _varlen, fast
 from ._checks import check_positive_int, check_probability
-from .dropout import bernoulli_mask, weight_dropout
+from .dropout import (LockedConcreteDropout, bernoulli_mask, concrete_mask, concrete_regularizer,
+                      weight_dropout)
 
 __all__ = ["RNN", "LSTM", "GRU", "ACTIVATIONS"]
 
@@ -49,7 +50,9 @@ class _RNNBase(nn.Module):
                  dropout_output: float = 0.0, dropout_between: Optional[float] = None,
                  variational: bool = True, tied: bool = True, skip: bool = False,
                  hidden_mask: str = "sample", weight_dropout: float = 0.0,
-                 activation: str = "tanh", device=None, dtype=None):
+                 zoneout: Optional[float] = None, zoneout_hidden: Optional[float] = None,
+                 zoneout_cell: float = 0.0, zoneout_variational: bool = False,
+                 learn_dropout: bool = False, activation: str = "tanh", device=None, dtype=None):
         super().__init__()
         check_positive_int(input_size, "input_size")
         check_positive_int(hidden_size, "hidden_size")
@@ -65,10 +68,26 @@ class _RNNBase(nn.Module):
         self.dropout_output = check_probability(dropout_output, "dropout_output")
         self.dropout_between = check_probability(dropout_between, "dropout_between")
         self.weight_dropout = check_probability(weight_dropout, "weight_dropout")
+        if zoneout is not None and zoneout_hidden is not None and zoneout != zoneout_hidden:
+            raise ValueError("give either zoneout= or zoneout_hidden= (its LSTM name), not both")
+        if zoneout_hidden is None:
+            self.zoneout_hidden = check_probability(zoneout or 0.0, "zoneout", allow_one=True)
+        else:
+            self.zoneout_hidden = check_probability(zoneout_hidden, "zoneout_hidden", allow_one=True)
+        self.zoneout_cell = check_probability(zoneout_cell, "zoneout_cell", allow_one=True)
+        if self.zoneout_cell and self.mode != "LSTM":
+            raise ValueError(f"zoneout_cell is for the LSTM only ({self.mode} has no cell state); "
+                             f"use zoneout=")
+        self.zoneout_variational = bool(zoneout_variational)
         self.variational, self.tied, self.skip = bool(variational), bool(tied), bool(skip)
         if hidden_mask not in ("sample", "batch"):
             raise ValueError(f"hidden_mask must be 'sample' or 'batch', got {hidden_mask!r}")
         self.hidden_mask = hidden_mask
+        self.learn_dropout = bool(learn_dropout)
+        if self.learn_dropout and (not self.variational or not self.tied
+                                   or hidden_mask != "sample"):
+            raise ValueError("learn_dropout needs variational=True, tied=True and "
+                             "hidden_mask='sample' (one learned rate per mask site)")
         if not self.variational:
             if self.dropout_hidden:
                 raise ValueError("dropout_hidden needs variational=True: Zaremba-style dropout "
@@ -92,6 +111,22 @@ class _RNNBase(nn.Module):
                 if bias:
                     self.register_parameter(f"bias_ih_l{k}{sfx}", nn.Parameter(torch.empty(G * hidden_size, **factory)))
                     self.register_parameter(f"bias_hh_l{k}{sfx}", nn.Parameter(torch.empty(G * hidden_size, **factory)))
+        if self.learn_dropout:
+            # One learned (Concrete) rate per mask site and layer, started at the given rate;
+            # a site given 0 has no dropout and nothing to learn. Only then do these modules
+            # exist, so the state dict of a layer without learn_dropout is torch.nn's.
+            site = lambda p: LockedConcreteDropout(p) if p > 0 else None
+            self.concrete_input = site(self.dropout_input)
+            self.concrete_between = nn.ModuleList(
+                [site(self.dropout_between) for _ in range(num_layers - 1)]
+                if self.dropout_between > 0 else [])
+            self.concrete_hidden = nn.ModuleList(
+                [site(self.dropout_hidden) for _ in range(num_layers)]
+                if self.dropout_hidden > 0 else [])
+            self.concrete_output = site(self.dropout_output)
+            if device is not None or dtype is not None:
+                for m in self._concrete_sites().values():
+                    m.to(device=device, dtype=dtype)
         self.reset_parameters()
 
     @property
@@ -106,8 +141,54 @@ class _RNNBase(nn.Module):
     def reset_parameters(self) -> None:
         """U(-1/√H, 1/√H) for every weight and bias, as ``torch.nn``."""
         stdv = 1.0 / math.sqrt(self.hidden_size)
-        for w in self.parameters():
-            nn.init.uniform_(w, -stdv, stdv)
+        for name, w in self.named_parameters():
+            if not name.startswith("concrete_"):     # learned dropout rates keep their start
+                nn.init.uniform_(w, -stdv, stdv)
+
+    # ------------------------------------------------------------------- learned dropout
+    def _concrete_sites(self) -> dict:
+        """``{site name: LockedConcreteDropout}`` of the learned rates (``learn_dropout``):
+        ``input``, ``between_l{k}`` (k >= 1), ``hidden_l{k}``, ``output``."""
+        if not self.learn_dropout:
+            return {}
+        sites = {}
+        if self.concrete_input is not None:
+            sites["input"] = self.concrete_input
+        for k, m in enumerate(self.concrete_between, start=1):
+            sites[f"between_l{k}"] = m
+        for k, m in enumerate(self.concrete_hidden):
+            sites[f"hidden_l{k}"] = m
+        if self.concrete_output is not None:
+            sites["output"] = self.concrete_output
+        return sites
+
+    def dropout_rates(self) -> dict:
+        """The current learned drop probabilities, ``{site: p}`` (empty without
+        ``learn_dropout``); sites as :meth:`_concrete_sites`."""
+        return {name: m.p for name, m in self._concrete_sites().items()}
+
+    def regularizer(self, weight_regularizer: float, dropout_regularizer: float,
+                    output_weight: Optional[Tensor] = None) -> Tensor:
+        """Concrete dropout's regulariser (``rnndrop.dropout.concrete_regularizer``) summed over
+        the learned sites, each with the weights its mask multiplies: ``input`` → ``W_ih`` of
+        layer 0 (``K = I``), ``between_l{k}`` → ``W_ih`` of layer k (``K = D·H``),
+        ``hidden_l{k}`` → ``W_hh`` of layer k (``K = H``), ``output`` → ``output_weight``
+        (the next layer's, e.g. the decoder's; the entropy term only without it, ``K = D·H``).
+        Both directions' weights count. A scalar tensor (0 without ``learn_dropout``)."""
+        w = self.weight_ih_l0
+        total = w.new_zeros(())
+        D, H = self.num_directions, self.hidden_size
+        for name, m in self._concrete_sites().items():
+            if name == "output":
+                weights, K = ([output_weight] if output_weight is not None else []), D * H
+            else:
+                kind, k = ("ih", 0) if name == "input" else (
+                    "ih" if name.startswith("between") else "hh", int(name.rsplit("l", 1)[1]))
+                weights = [getattr(self, f"weight_{kind}_l{k}{sfx}") for sfx in self._suffixes]
+                K = weights[0].shape[1]
+            total = total + concrete_regularizer(m.p_logit, weights, K, weight_regularizer,
+                                                 dropout_regularizer)
+        return total
 
     def flatten_parameters(self) -> None:
         """No-op, kept for compatibility with ``torch.nn`` code."""
@@ -127,7 +208,7 @@ class _RNNBase(nn.Module):
         if self.bidirectional:
             s += ", bidirectional=True"
         for name in ("dropout_input", "dropout_hidden", "dropout_output", "dropout_between",
-                     "weight_dropout"):
+                     "weight_dropout", "zoneout_hidden", "zoneout_cell"):
             if getattr(self, name):
                 s += f", {name}={getattr(self, name)}"
         s += f", variational={self.variational}"
@@ -137,7 +218,16 @@ class _RNNBase(nn.Module):
             s += f", hidden_mask={self.hidden_mask!r}"
         if self.skip:
             s += ", skip=True"
+        if self.zoneout_variational:
+            s += ", zoneout_variational=True"
+        if self.learn_dropout:
+            s += ", learn_dropout=True"
         return s
+
+    @property
+    def zoneout(self) -> float:
+        """The hidden-state zoneout probability (``zoneout_hidden``, the LSTM's name for it)."""
+        return self.zoneout_hidden
 
     # -------------------------------------------------------------------------------- checks
     def _check_input(self, input: Tensor, autocast: bool):
@@ -222,7 +312,12 @@ class _RNNBase(nn.Module):
                 hn.append(h_k)
                 cn.append(c_k)
         if train and self.dropout_output:
-            x = x * self._input_mask(x.shape, self.dropout_output, x)
+            if self.learn_dropout:
+                T_, B_, F_ = x.shape
+                x = x * concrete_mask((1, B_, F_), self.concrete_output.p_logit, dtype=x.dtype,
+                                      device=x.device)
+            else:
+                x = x * self._input_mask(x.shape, self.dropout_output, x)
         h_n = torch.stack(hn)
         c_n = torch.stack(cn) if self.mode == "LSTM" else None
         if L_info is not None:
@@ -304,9 +399,15 @@ class _RNNBase(nn.Module):
                                   groups=G if untied else 1)
             drop_h = False
         x_untied = drop_in and untied
-        if drop_in and not untied:
+        if drop_in and self.learn_dropout:
+            site = self.concrete_input if k == 0 else self.concrete_between[k - 1]
+            x = x * concrete_mask((1,) + tuple(x.shape[1:]), site.p_logit, dtype=x.dtype,
+                                  device=x.device)
+        elif drop_in and not untied:
             x = x * self._input_mask(x.shape, p_in, x)
-        fused_ok = not drop_h and not x_untied and (self.mode != "RNN" or self.activation in ("tanh", "relu"))
+        zoned = self.zoneout_hidden > 0 or self.zoneout_cell > 0
+        fused_ok = (not drop_h and not x_untied and not zoned
+                    and (self.mode != "RNN" or self.activation in ("tanh", "relu")))
         # With lengths on a CPU the loops run instead: torch's packed CPU kernels took ~10x longer
         # than them on IMDB-like batches (benchmarks/variational_lstm.py --packed).
         # Under an autocast torch's own kernel cannot run (float16 on a CPU; bfloat16 on a CPU
@@ -337,7 +438,19 @@ class _RNNBase(nn.Module):
             if drop_h:  # drawn after the input masks: the seeded draw order is part of the behaviour
                 B = x.shape[1]
                 shape = (G, B, H) if untied else (B, H)
-                mask_h = bernoulli_mask(shape, self.dropout_hidden, dtype=x.dtype, device=x.device)
+                if self.learn_dropout:
+                    # a mask with a gradient (to its learned rate): fast.select then runs the
+                    # reference loop, the fast loops give the mask none
+                    mask_h = concrete_mask(shape, self.concrete_hidden[k].p_logit, dtype=x.dtype,
+                                           device=x.device)
+                else:
+                    mask_h = bernoulli_mask(shape, self.dropout_hidden, dtype=x.dtype,
+                                            device=x.device)
+            # zoneout weights (hidden, then cell), drawn after the dropout masks
+            zones = [self._zoneout_weights(z, x, train) if z > 0 else None
+                     for z in (self.zoneout_hidden, self.zoneout_cell)[:2 if self.mode == "LSTM" else 1]]
+            if not any(z is not None for z in zones):
+                zones = []
 
             def project(x, rows=None):
                 """The input projection of ``x`` (T, b, I), the first ``b`` sequences."""
@@ -347,34 +460,56 @@ class _RNNBase(nn.Module):
                 # One product with the bias fused (oneDNN forward and backward on CPU): measured
                 # faster than `x @ w.t() + b` and it saves less for backward (docs/results/speed.md).
                 return fast.linear(x, w_ih, bias)
-            return self._recur(project, x, h0, c0, w_hh, b_hh, mask_h, L)
+            return self._recur(project, x, h0, c0, w_hh, b_hh, mask_h, L, zones)
 
-    def _recur(self, project, x, h0, c0, w_hh, b_hh, mask_h, L):
+    def _zoneout_weights(self, z: float, x: Tensor, train: bool) -> Tensor:
+        """The zoneout weights ``d`` of one state for ``x`` (T, B, ·): in training ``d ~
+        Bernoulli(z)`` (1: the unit keeps its previous value), ``(T, B, H)`` fresh at every step
+        or ``(B, H)`` with ``zoneout_variational``; at eval the expectation, ``d = z``."""
+        T, B = x.shape[:2]
+        H = self.hidden_size
+        if not train:
+            return torch.full((B, H), z, dtype=x.dtype, device=x.device)
+        shape = (B, H) if self.zoneout_variational else (T, B, H)
+        return torch.bernoulli(torch.full(shape, z, dtype=x.dtype, device=x.device))
+
+    def _recur(self, project, x, h0, c0, w_hh, b_hh, mask_h, L, zones=()):
         """The recurrence over ``x`` (T, B, I), projected by ``project``: all steps, or with
-        lengths the real ones only (:meth:`_segmented`)."""
-        def run(xp, h0, c0, m):
+        lengths the real ones only (:meth:`_segmented`). ``zones``: the zoneout weights
+        (hidden[, cell]; see ``_recurrence``), or empty without zoneout."""
+        def run(xp, h0, c0, m, zones):
             if self.mode == "LSTM":
                 args = (xp, h0, c0, w_hh, m)
             elif self.mode == "GRU":
                 args = (xp, h0, w_hh, b_hh, m)
             else:
                 args = (xp, h0, w_hh, ACTIVATIONS[self.activation], m)
+            args += tuple(zones)   # nothing without zoneout: the calls of before, unchanged
             out, h, *c = fast.select(self.mode, *args)(*args)
             return out, h, (c[0] if c else None)
 
         if L is None:
-            return run(project(x), h0, c0, mask_h)
+            return run(project(x), h0, c0, mask_h, zones)
 
-        def step(piece, h, c, ends):
+        extras = ()
+        if zones:
+            # Per step, with 1 (keep the previous value) past each sequence's end: the frozen
+            # steps then leave the state exactly as it was, as without zoneout.
+            alive = L.alive(x.shape[0], x.device).unsqueeze(-1)            # (T, B, 1)
+            extras = tuple(None if z is None else
+                           torch.where(alive, z.expand(x.shape[0], *z.shape[-2:]), 1.0).to(x.dtype)
+                           for z in zones)
+
+        def step(piece, h, c, ends, *zs):
             b = piece.shape[1]
             xp = project(piece, b)
             if ends is not None and self.mode != "RNN":
                 xp = _varlen.freeze(xp, ends, self.mode)
             mb = None if mask_h is None else (mask_h[:b] if mask_h.dim() == 2 else mask_h[:, :b])
-            return run(xp, h, c, mb)
-        return self._segmented(step, x, h0, c0, L)
+            return run(xp, h, c, mb, zs)
+        return self._segmented(step, x, h0, c0, L, extras)
 
-    def _segmented(self, step, x, h0, c0, L):
+    def _segmented(self, step, x, h0, c0, L, extras=()):
         """Run ``step(piece (t, b, I), h (b, H), c, ends) -> (out, h, c)`` over the segments of
         ``x`` (T, B, I), the batch in decreasing-length order, where the sequences still running
         at any step are a prefix of the batch (see ``_varlen``): each segment runs on its first
@@ -382,19 +517,24 @@ class _RNNBase(nn.Module):
         ends (else None): a gated cell's ``step`` freezes those rows' state past their end.
         The Elman RNN has no gate to freeze: its rows run on past their end inside the segment,
         never into a real step (a row that has ended is not in the next segment); its h_n, like
-        the LSTM's (which freezes c only), is read from the output at the last real step."""
+        the LSTM's (which freezes c only), is read from the output at the last real step.
+        ``extras``: ``(T, B, ·)`` tensors (or None) cut like ``x``, passed on after ``ends``."""
         T, B = x.shape[:2]
         alive = L.alive(T, x.device)                               # (T, B), sorted order
         segs = _varlen.segments(L.batch_sizes, _SEGMENT_TOLERANCE)
         # split, not slice, along time: a slice's backward fills a zero tensor of the whole
         # input for every segment, a split's concatenates the pieces once
-        pieces = torch.split(x, [t1 - t0 for t0, t1, _ in segs])
+        sizes = [t1 - t0 for t0, t1, _ in segs]
+        pieces = torch.split(x, sizes)
+        extra_pieces = [torch.split(e, sizes) if e is not None else [None] * len(segs)
+                        for e in extras]
         h, c, outs = h0, c0, []
-        for (t0, t1, b), piece in zip(segs, pieces):
+        for i, ((t0, t1, b), piece) in enumerate(zip(segs, pieces)):
             ends = alive[t0:t1, :b]
             partial = not bool(ends.all())
+            more = [None if e[i] is None else e[i][:, :b] for e in extra_pieces]
             o, hb, cb = step(piece[:, :b] if b < B else piece, h[:b],
-                             c[:b] if c is not None else None, ends if partial else None)
+                             c[:b] if c is not None else None, ends if partial else None, *more)
             if partial:
                 o = o * ends.unsqueeze(-1).to(o.dtype)
             outs.append(F.pad(o, (0, 0, 0, B - b)) if b < B else o)
@@ -520,6 +660,10 @@ Variable lengths (a ``PackedSequence``, or ``lengths=``): on a GPU torch's packe
 the fused one runs; elsewhere (and on a CPU always, where torch's packed kernels are slow) the
 batch runs in decreasing-length order in a few time segments, each on the sequences still
 running, with the steps past a sequence's end frozen (no state changes, zero output).
+Zoneout always runs the loop path: on a CPU the hand-written loops (the fused C kernels with
+zoneout for float32, torch ops otherwise), elsewhere the reference loop (the Triton kernels have
+no zoneout, and the hand-written loops have not been run on a GPU). Learned rates (``learn_dropout``) give the recurrent mask a
+gradient: the CPU loops compute it, on CUDA the reference loop runs.
 Autocast: the fused kernel runs under it where torch's does; the loops run in the
 parameters' dtype with autocast off inside, and the outputs are cast to the dtype
 ``torch.nn``'s layer returns under the same autocast.
@@ -574,6 +718,29 @@ Args:
         per call, the same for all steps and sequences; the fused kernel still runs. Default: 0
     skip: if ``True``, residual connections: the output of each layer ``k >= 1`` is its
         ``h_t`` plus its input ``x_t`` (before that layer's input dropout). Default: ``False``
+    zoneout: zoneout probability ``z`` of the hidden state (Krueger et al., 2016): in training
+        each unit of ``h`` keeps its previous value with probability ``z``,
+        ``h_t = d_t ∘ h_{t-1} + (1 - d_t) ∘ h̃_t`` with ``d_t ~ Bernoulli(z)`` of shape
+        ``(B, H)`` (``h̃_t``: the cell's update above); at eval the expectation,
+        ``h_t = z h_{t-1} + (1 - z) h̃_t``. ``z = 1`` in training keeps ``h_0``. Runs the loop
+        path (not the fused kernel; on CPU the hand-written loops, on CUDA the reference loop).
+        Steps past a sequence's end stay frozen. Default: 0
+    zoneout_hidden: the LSTM's name for ``zoneout`` (give one of the two). Default: ``zoneout``
+    zoneout_cell: LSTM only: the same on the cell state, ``c_t = d^c_t ∘ c_{t-1} +
+        (1 - d^c_t) ∘ c̃_t``; as in the paper ``h̃_t = o_t ∘ tanh(c̃_t)`` is computed from the
+        candidate ``c̃_t = f_t ∘ c_{t-1} + i_t ∘ g_t``. Default: 0
+    zoneout_variational: ``False`` (the paper): the zoneout masks ``d_t`` are fresh at every
+        step, ``(T, B, H)``; ``True``: one mask ``(B, H)`` per sequence, the same at every step.
+        Default: ``False``
+    learn_dropout: learn the drop probabilities (Concrete dropout, Gal, Hron & Kendall 2017):
+        each site given a rate ``p > 0`` (``dropout_input``, ``dropout_between`` and
+        ``dropout_hidden`` per layer, ``dropout_output``) gets a learned rate started at ``p``
+        (a ``LockedConcreteDropout`` submodule ``concrete_*``, its ``p_logit`` a parameter) and
+        draws relaxed masks of the variational shapes above, temperature 0.1. Add
+        :meth:`regularizer` to the loss; :meth:`dropout_rates` reads the rates. The recurrent
+        mask then has a gradient: on CPU the fast loops compute it (one product after
+        the loop), on CUDA the reference loop runs. Needs
+        ``variational=True``, ``tied=True``, ``hidden_mask="sample"``. Default: ``False``
 {extra}    device: device of the parameters. Default: torch's default device
     dtype: dtype of the parameters (the input must have the same). Default: torch's default
 """

@@ -50,7 +50,7 @@ from . import _plot
 from . import checkpoint as ckpt
 from . import distributed, rundir
 from ._signals import StopSignals
-from .clipping import ClipMonitor, clip_grad_norm
+from .clipping import ClipMonitor, ClipStats, clip_grad_norm_tensor
 from .config import RunConfig
 from .data.text import batchify, bptt_windows, check_vocab
 from .evaluate import exp_or_inf, perplexity
@@ -140,6 +140,12 @@ class LMTrainer:
         if t.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"train.device={t.device!r} but no CUDA device is available")
         self.device = distributed.device_for(t.device, W)
+        # TF32 is a process-wide switch in torch; cuDNN's RNN kernels use it by default.
+        self.tf32 = self.device.type == "cuda" and t.tf32
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = t.tf32
+            torch.backends.cudnn.allow_tf32 = t.tf32
+        self.sync_every = t.sync_every or (50 if self.device.type == "cuda" else 1)
         torch.manual_seed(t.seed)
         # The BPTT generator (variable window lengths) is the same on every rank: all ranks
         # must walk the same windows, step for step.
@@ -158,7 +164,11 @@ class LMTrainer:
         self._autocast_dtype = dtype
         # fp16 needs loss scaling (its gradients underflow); bf16 has float32's range.
         self.scaler = torch.amp.GradScaler(self.device.type) if t.precision == "fp16" else None
-        self.train_data = batchify(corpus.train, t.batch_size)
+        # The streams live on the device (PTB's training stream is 7 MB of int64): a window is
+        # a slice there, not a host-to-device copy at every step.
+        self.train_data = batchify(corpus.train, t.batch_size).to(self.device)
+        if self.model.learn_dropout and not self.model.concrete_dataset_size:
+            self.model.concrete_dataset_size = self.train_data.numel()  # N of the regulariser
         self._loss_of = _LossOf(self.model)
         if W.distributed:
             # Rank r owns streams [r*b, (r+1)*b) of the global batch (time-major columns).
@@ -175,14 +185,17 @@ class LMTrainer:
                 # adaptive softmax: a tail cluster without targets in a window gets no gradient
                 find_unused_parameters=cfg.model.output == "adaptive",
                 **distributed.NO_BUFFER_SYNC)
-        self.valid_data = batchify(corpus.valid, t.eval_batch_size)
-        self.test_data = batchify(corpus.test, t.eval_batch_size)
+        self.valid_data = batchify(corpus.valid, t.eval_batch_size).to(self.device)
+        self.test_data = batchify(corpus.test, t.eval_batch_size).to(self.device)
         # A loss above this (nats per token) is a divergence; ln V is a uniform guess.
         self.max_loss = t.divergence_loss or 10.0 * math.log(max(vocab_size, 2))
         self.state = TrainState()
         self.hidden = None
         self.hook = None
         self._step_log: list[str] = []
+        # Committed steps whose loss and gradient norm are still device tensors (sync_every > 1):
+        # (step, loss, grad norm, tokens); read back and booked by _settle().
+        self._pending: list[tuple] = []
         self._rng_snap = None          # RNG state after the last committed step
         self._signals = StopSignals(defer=W.distributed)
         self._deadline = None          # monotonic time of max_minutes (None: no limit)
@@ -190,6 +203,14 @@ class LMTrainer:
         self.clip = ClipMonitor()      # this epoch's clipping record (checkpointed)
         self._tic = None               # start of the time not yet added to epoch_stats
         self.out.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        """Drop the DistributedDataParallel wrapper before the process group is destroyed: its
+        reducer holds the group, and a gloo group destroyed last by the reducer's destructor
+        can deadlock (the destructor holds the GIL while it joins gloo's thread, which needs
+        the GIL to free the tensors of a finished broadcast). A no-op in one process."""
+        if self.world.distributed:
+            self._loss_of = _LossOf(self.model)
 
     # ------------------------------------------------------------------------- checkpoints
     def _autocast(self):
@@ -246,6 +267,7 @@ class LMTrainer:
     def save(self, name: str = "last.pt") -> Path:
         """Write a checkpoint of the state as it is now (a step boundary). Refuses, restoring
         the last good one, when the model has diverged."""
+        self._settle()
         self._check_sane()
         self.state.epoch_stats["clip"] = self.clip.state_dict()
         with self._signals.hold():
@@ -282,6 +304,7 @@ class LMTrainer:
         check_vocab(st["vocab"], self.corpus, source=str(path))
         restore_weights(self.model, st, path, self.cfg)
         self._step_log.clear()   # steps after the checkpoint are replayed, not kept twice
+        self._pending.clear()
         self.opt.load_state_dict(st["optimizer"])
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
@@ -463,7 +486,7 @@ class LMTrainer:
                 self._step(pos, x.to(self.device), y.to(self.device), lr)
                 self._at("commit")
                 bar.update(x.numel() * self.world.size)
-                if self.clip.steps % 20 == 0:
+                if st.step % 20 == 0:     # host counters only: no read-back here
                     bar.set_postfix(ppl=f"{exp_or_inf(es['loss'] / es['tokens']):.1f}",
                                     lr=f"{self.opt.param_groups[0]['lr']:.3g}")
                 if not self.progress and self._log_due():
@@ -477,13 +500,18 @@ class LMTrainer:
                     self.save()
         finally:
             bar.close()
+        self._settle()
         self._account_time()
         self._tic = None
         self._end_epoch(lr)
         return True
 
     def _step(self, pos: int, x, y, lr: float) -> None:
-        """One optimiser step: computed first (only the RNG moves), then committed at once."""
+        """One optimiser step: computed first (only the RNG moves), then committed at once.
+
+        With ``sync_every = 1`` the loss and the gradient norm are read at once and a bad step
+        is stopped before it is applied; otherwise they are booked K steps at a time by
+        :meth:`_settle`, and nothing here waits for the device."""
         t, st, model = self.cfg.train, self.state, self.model
         hidden = None if self.hidden is None else tuple(h.detach() for h in self.hidden)
         # With a per-token mean loss, variable BPTT rescales lr by the window length as
@@ -495,30 +523,27 @@ class LMTrainer:
             scale *= (st.step + 1) / t.warmup_steps
         with self._autocast():
             loss, hidden = self._loss_of(x, hidden, y)
-        loss_v = self._global_loss(loss)
+        loss_g = self._global_loss(loss)     # this rank's loss under torchrun is for backward
         self._at("forward")
-        if not math.isfinite(loss_v):
-            self._restore_last_good(f"non-finite loss ({loss_v}) at epoch {st.epoch}, step "
-                                    f"{st.step + 1}")
-        if loss_v > self.max_loss:
-            self._restore_last_good(f"loss {loss_v:.4g} at epoch {st.epoch}, step {st.step + 1} "
-                                    f"is above the limit {self.max_loss:.4g} "
-                                    f"(train.divergence_loss)")
+        if self.sync_every == 1:
+            self._check_loss(loss_g.item(), st.step + 1)
         self.opt.zero_grad(set_to_none=True)
         # Zaremba's objective sums the per-token NLL over the window (mean over batch).
         objective = loss * x.shape[0] if t.loss_reduction == "sum_over_time" else loss
+        if model.learn_dropout:  # Concrete dropout's regulariser, per token: scaled as the loss
+            per_window = x.shape[0] if t.loss_reduction == "sum_over_time" else 1
+            objective = objective + model.regularizer() * per_window
         (self.scaler.scale(objective) if self.scaler is not None else objective).backward()
         self._at("backward")
         if self.scaler is not None:
             self.scaler.unscale_(self.opt)     # clip the true gradients
-        clip = clip_grad_norm(model.parameters(), t.clip if t.clip > 0 else math.inf)
+        norm = clip_grad_norm_tensor(model.parameters(), t.clip if t.clip > 0 else math.inf)
         # With a GradScaler an overflow is expected now and then: that step is skipped and the
         # scale lowered (torch's GradScaler); without one it is a divergence.
-        if not clip.finite and self.scaler is None:
+        if self.sync_every == 1 and self.scaler is None and not math.isfinite(norm.item()):
             self._restore_last_good(f"non-finite gradient norm at epoch {st.epoch}, step {st.step + 1}")
         self._at("clip")
         with self._signals.hold():
-            self.clip.update(clip)
             for g in self.opt.param_groups:
                 g["lr"] = lr * scale
             if self.scaler is not None:
@@ -531,31 +556,70 @@ class LMTrainer:
                     for p in model.parameters():
                         p.mul_(1.0 - t.weight_decay)
             self.hidden = hidden
-            es = st.epoch_stats
-            ntok = y.numel() * self.world.size      # the tokens of every rank's block
-            es["loss"] += loss_v * ntok
-            es["tokens"] += ntok
-            self._step_log.append(f'{{"step": {st.step + 1}, "loss": {loss_v:.6g}, '
-                                  f'"grad_norm": {_json_number(clip.total_norm)}, '
-                                  f'"clipped": {str(clip.clipped).lower()}}}')
             st.step += 1
             st.position = pos + x.shape[0]
+            # the tokens of every rank's block (the loss is the global batch mean)
+            self._pending.append((st.step, loss_g.detach(), norm.detach(),
+                                  y.numel() * self.world.size))
             self._rng_snap = _rng_state(self.gen)
+        if len(self._pending) >= self.sync_every:
+            self._settle()
 
-    def _global_loss(self, loss) -> float:
-        """The step's loss as a number. Under torchrun: the mean of the ranks' batch means (the
+    def _check_loss(self, loss_v: float, step: int,
+                    undone: str = "the step was not applied") -> None:
+        if not math.isfinite(loss_v):
+            self._restore_last_good(f"non-finite loss ({loss_v}) at epoch {self.state.epoch}, "
+                                    f"step {step}", undone)
+        if loss_v > self.max_loss:
+            self._restore_last_good(f"loss {loss_v:.4g} at epoch {self.state.epoch}, step {step} "
+                                    f"is above the limit {self.max_loss:.4g} "
+                                    f"(train.divergence_loss)", undone)
+
+    def _settle(self) -> None:
+        """Read back the committed steps' losses and gradient norms in one transfer, check them
+        (sync_every > 1: a divergence found here restores the last good checkpoint, which no
+        unchecked step can have reached) and book them: running loss, clipping record, step log."""
+        if not self._pending:
+            return
+        steps, losses, norms, ntoks = zip(*self._pending)
+        values = torch.stack([torch.stack(losses).float(), torch.stack(norms).float()]).tolist()
+        t, es = self.cfg.train, self.state.epoch_stats
+        max_norm = t.clip if t.clip > 0 else math.inf
+        undone = (f"steps {steps[0]}-{steps[-1]} (read back together, train.sync_every = "
+                  f"{self.sync_every}) are undone")
+        if self.sync_every > 1:
+            for step, loss_v, norm_v in zip(steps, values[0], values[1]):
+                self._check_loss(loss_v, step, undone)
+                if self.scaler is None and not math.isfinite(norm_v):
+                    self._restore_last_good(f"non-finite gradient norm at epoch "
+                                            f"{self.state.epoch}, step {step}", undone)
+        with self._signals.hold():      # booked whole or not at all, like a commit
+            self._pending.clear()
+            for step, loss_v, norm_v, ntok in zip(steps, values[0], values[1], ntoks):
+                clip = self.clip.update(ClipStats.of(norm_v, max_norm))
+                es["loss"] += loss_v * ntok
+                es["tokens"] += ntok
+                self._step_log.append(f'{{"step": {step}, "loss": {loss_v:.6g}, '
+                                      f'"grad_norm": {_json_number(clip.total_norm)}, '
+                                      f'"clipped": {str(clip.clipped).lower()}}}')
+
+    def _global_loss(self, loss):
+        """The step's loss for the statistics and the divergence checks (a 0-d tensor): the
+        loss itself in one process. Under torchrun: the mean of the ranks' batch means (the
         global batch mean, the blocks being equal), in an all-reduce that also tells every rank
-        whether any rank got a stop signal or passed the deadline: they all stop at this step."""
+        whether any rank got a stop signal or passed the deadline: they all stop at this step.
+        (Reading those two flags waits for the device once a step, whatever train.sync_every;
+        the gradient all-reduce of the step synchronises the ranks anyway.)"""
         if not self.world.distributed:
-            return loss.item()
+            return loss
         late = self._deadline is not None and time.monotonic() > self._deadline
-        loss_v, (stop, late) = distributed.step_sync(loss, self._signals.requested, late,
-                                                     size=self.world.size)
+        mean, (stop, late) = distributed.step_sync(loss, self._signals.requested, late,
+                                                   size=self.world.size)
         self._late = self._late or late
         if stop:                   # in the compute part: train() rolls back and saves
             self._signals.clear()
             raise KeyboardInterrupt
-        return loss_v
+        return mean
 
     def _log_due(self) -> bool:
         every = self.cfg.train.log_every
@@ -586,9 +650,11 @@ class LMTrainer:
                "tokens_per_s": es["tokens"] / max(es["seconds"], 1e-9),
                "mean_grad_norm": self.clip.mean_norm if self.clip.steps else 0.0,
                "clipped_fraction": self.clip.fraction_clipped,
-               "precision": t.precision,
+               "precision": t.precision, "tf32": self.tf32,
                "world_size": self.world.size,
                "step": st.step}
+        if self.model.learn_dropout:
+            rec["dropout_rates"] = self.model.dropout_rates()
         self._at("epoch_end")
         with self._signals.hold():
             st.history.append(rec)
@@ -611,6 +677,8 @@ class LMTrainer:
                  f"clipped {100 * rec['clipped_fraction']:.0f}%")
         try:
             plot_learning_curve(st.history, self.out / "learning_curve.png")
+            if self.model.learn_dropout:
+                plot_dropout_rates(st.history, self.out / "dropout_rates.png")
         except Exception as e:  # a plotting problem must never stop training
             self.log(f"(learning-curve plot skipped: {e})")
 
@@ -648,8 +716,10 @@ def _json_number(x: float) -> str:
 
 
 def default_mc_batch(model, t) -> int:
-    """MC samples per pass so that the (T, S·B, V) log-probabilities stay under ~512 MB."""
-    per_sample = t.bptt * t.eval_batch_size * model.vocab_size * 4
+    """MC samples per pass so that a window's largest blocks, the LSTM layers' gates and their
+    activations (each ``(T, S·B, 4H)`` float32), stay under ~512 MB. (The output layer no longer
+    counts: its ``(T, S·B, V)`` logits are made a few rows at a time, ``target_log_prob``.)"""
+    per_sample = t.bptt * t.eval_batch_size * 4 * model.hidden_size * model.num_layers * 2 * 4
     return max(1, int(512e6 // per_sample))
 
 
@@ -664,4 +734,19 @@ def plot_learning_curve(history: list, path) -> Path:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
+    return _plot.save(fig, path)
+
+
+def plot_dropout_rates(history: list, path) -> Path:
+    """The learned (Concrete) drop probability of each site per epoch (``learn_dropout``)."""
+    fig, (ax,) = _plot.figure(size=(5, 3.5))
+    ep = [h["epoch"] for h in history]
+    for site in history[-1].get("dropout_rates", {}):
+        ax.plot(ep, [h.get("dropout_rates", {}).get(site, float("nan")) for h in history],
+                "o-", label=site)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learned drop probability p")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     return _plot.save(fig, path)

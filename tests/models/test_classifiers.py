@@ -176,3 +176,20 @@ def test_regressor_schemes_configure_dropout():
         SentimentRegressor(V, "rnn_tanh")
     with pytest.raises(ValueError):
         SentimentRegressor(V, scheme="zoneout")
+
+
+def test_learned_rates_and_their_regulariser_through_encoder_options():
+    torch.manual_seed(0)
+    m = SentimentClassifier(30, "lstm", embedding_dim=6, hidden_size=5,
+                            encoder_options=dict(dropout_hidden=0.4, dropout_output=0.3,
+                                                 zoneout=0.1, learn_dropout=True))
+    assert m.dropout_rates() == pytest.approx({"hidden_l0": 0.4, "output": 0.3})
+    assert m.encoder.zoneout_hidden == 0.1
+    torch.testing.assert_close(m.regularizer(1e-2, 1e-3),
+                               m.encoder.regularizer(1e-2, 1e-3, m.fc.weight))
+    tokens = torch.randint(1, 30, (4, 7))
+    lengths = torch.tensor([7, 3, 5, 1])
+    (m(tokens, lengths).sum() + m.regularizer(1e-2, 1e-3)).backward()
+    assert m.encoder.concrete_hidden[0].p_logit.grad.abs().item() > 0
+    plain = SentimentClassifier(30, "gru", embedding_dim=6, hidden_size=5)
+    assert plain.dropout_rates() == {} and plain.regularizer(1e-2, 1e-3).item() == 0.0

@@ -157,3 +157,23 @@ def test_quick_on_real_imdb(tmp_path, quick_args, real_data):
     assert doc["data"]["train"] == 64 and doc["data"]["test"] == 64
     assert 0.0 <= r["test_acc"] <= 1.0
     assert len(r["grad_norms_trained"]["norms"]) == doc["settings"]["max_len"]
+
+
+def test_zoneout_and_learned_rates_quick(tmp_path, quick_args):
+    """--zoneout/--zoneout-cell reach the encoder; --learn-dropout learns the recurrent rate
+    (started at --dropout-hidden) and logs it every epoch."""
+    root = make_fake_imdb(tmp_path / "data")
+    out = tmp_path / "out"
+    argv = ["--encoders", "lstm,gru", "--dropout-hidden", "0.5", "--zoneout", "0.1",
+            "--zoneout-cell", "0.5", "--learn-dropout", "--epochs", "2"]
+    args = quick_args(study, root, out, *argv)
+    assert args.func(args) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["settings"]["learn_dropout"] is True and doc["settings"]["zoneout"] == 0.1
+    for r in doc["results"]:
+        rates = [h["dropout_rates"]["hidden_l0"] for h in r["history"]]
+        assert len(rates) == 2 and all(0 < p < 1 for p in rates) and rates[1] != 0.5
+    s = study.Settings(zoneout=0.1, zoneout_cell=0.5, learn_dropout=True, dropout_hidden=0.5)
+    assert study.encoder_options("gru", s) == dict(dropout_hidden=0.5, variational=True,
+                                                   zoneout=0.1, learn_dropout=True)
+    assert study.encoder_options("lstm", s)["zoneout_cell"] == 0.5

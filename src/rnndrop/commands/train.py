@@ -99,13 +99,19 @@ def train_command(args) -> int:
     # Under torchrun: the process group for the run (nothing for a single process).
     with distributed.process_group(cfg.train.device, cfg.train.dist_timeout) as world, \
             distributed.peer_errors_as_one_line(world, cfg.train.dist_timeout):
-        corpus = load_lm_corpus(cfg.data, args.data)
-        trainer = LMTrainer(cfg, corpus, out, progress=not args.no_progress)
-        if resume is not None:
-            trainer.resume(resume)
-        if world.rank == 0:
-            print(f"run directory: {out}" + (f" ({world.size} processes)" if world.distributed else ""))
-        trainer.train(max_minutes=args.max_minutes)
+        trainer = None
+        try:
+            corpus = load_lm_corpus(cfg.data, args.data)
+            trainer = LMTrainer(cfg, corpus, out, progress=not args.no_progress)
+            if resume is not None:
+                trainer.resume(resume)
+            if world.rank == 0:
+                print(f"run directory: {out}"
+                      + (f" ({world.size} processes)" if world.distributed else ""))
+            trainer.train(max_minutes=args.max_minutes)
+        finally:
+            if trainer is not None:
+                trainer.close()      # before the process group goes (see LMTrainer.close)
     return 0
 
 

@@ -88,6 +88,9 @@ def _spec(module, activation: Optional[str] = None) -> _Spec:
         raise ValueError("bidirectional recurrent modules are not supported")
     if getattr(module, "proj_size", 0):
         raise ValueError("LSTMs with proj_size > 0 are not supported")
+    if getattr(module, "zoneout_hidden", 0) or getattr(module, "zoneout_cell", 0):
+        # its eval() function is the zoneout expectation, not the plain cell re-run here
+        raise ValueError("layers with zoneout are not supported by the gradient-flow re-run")
     w_hh = module.weight_hh_l0
     H = w_hh.shape[1]
     G = w_hh.shape[0] // H

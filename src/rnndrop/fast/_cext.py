@@ -4,7 +4,8 @@ A tiny C file (no torch headers: it builds in well under a second with the syste
 loaded with ctypes. Each call does one time step's gate math in one pass over the (B, H) cells,
 replacing ~8 (forward) / ~16 (backward) torch ops whose per-op dispatch and thread wake-up
 costs dominate the gate math at these sizes. The arithmetic is that of the Triton kernels
-(LSTM) and of the torch-op loops in ``_gru`` (GRU).
+(LSTM) and of the torch-op loops in ``_gru`` (GRU); the ``*_step_z`` kernels add zoneout, with
+the arithmetic of the zoneout torch-op loops in ``_lstm`` and ``_gru``.
 
 The library is built into ``$RNNDROP_FAST_BUILD_DIR`` (default ``~/.cache/rnndrop/fast``) under a
 name that hashes the source, compiler, flags and CPU, written atomically. If there is no C
@@ -225,6 +226,164 @@ void gru_bwd_step(const float *__restrict S, const float *__restrict hp,
                         n, H, 0);
     }
 }
+
+/* Zoneout (Krueger et al. 2016) variants of the four steps above; the steps without zoneout are
+ * left as they are. d is the step's (B, H) zoneout weight (NULL: none), lerp(a, b, w) =
+ * a + w (b - a) exactly at w = 0 and 1 (the formula of torch.lerp). */
+static inline float flerp(float a, float b, float w) {
+    return w < 0.5f ? a + w * (b - a) : b - (b - a) * (1.0f - w);
+}
+
+/* LSTM forward step with zoneout: as lstm_fwd_step, plus hp (B, H) the previous h, zh / zc the
+ * hidden / cell zoneout weights (either may be NULL) and ct (B, H), where the candidate cell
+ * c~ = f c_{t-1} + i g is written when zc != NULL (tanh(c~) is what the backward needs).
+ * h = lerp(o tanh(c~), h_{t-1}, zh), c = lerp(c~, c_{t-1}, zc). */
+void lstm_fwd_step_z(const float *__restrict pre, long s_pg, long s_pb,
+                     const float *__restrict x, const float *__restrict cp,
+                     const float *__restrict hp, const float *__restrict zh,
+                     const float *__restrict zc, float *__restrict A, float *__restrict ct,
+                     float *__restrict c, float *__restrict h, const float *__restrict m,
+                     float *__restrict hm, long B, long H, int mode) {
+    const long n = B * H;
+    for (long b = 0; b < B; b++) {
+        const float *p = pre + b * s_pb;
+        const float *xb = x ? x + b * 4 * H : 0;
+        float *a = A + b * 4 * H;
+        for (long j = 0; j < H; j++) {
+            const long q = b * H + j;
+            float xi = p[j], xf = p[s_pg + j], xg = p[2 * s_pg + j], xo = p[3 * s_pg + j];
+            if (xb) {
+                xi += xb[j]; xf += xb[H + j]; xg += xb[2 * H + j]; xo += xb[3 * H + j];
+            }
+            float i = fsigmoid(xi), f = fsigmoid(xf), g = ftanh(xg), o = fsigmoid(xo);
+            float cc = f * cp[q] + i * g;
+            a[j] = i; a[H + j] = f; a[2 * H + j] = g; a[3 * H + j] = o;
+            float ht = o * ftanh(cc);
+            if (zc) {
+                ct[q] = cc;
+                c[q] = flerp(cc, cp[q], zc[q]);
+            } else {
+                c[q] = cc;
+            }
+            h[q] = zh ? flerp(ht, hp[q], zh[q]) : ht;
+        }
+    }
+    if (mode == 1) {
+        for (long q = 0; q < n; q++) hm[q] = h[q] * m[q];
+    } else if (mode == 2) {
+        for (int k = 0; k < 4; k++)
+            for (long q = 0; q < n; q++) hm[k * n + q] = h[q] * m[k * n + q];
+    }
+}
+
+/* LSTM backward step with zoneout. ct: the candidate cells c~ (C itself without cell zoneout),
+ * cp: the previous (zoned) cell. carry (B, H): in, zh_{t+1} dh_{t+1}, the part of dh_t that
+ * skips step t+1; out, zh_t dh_t for step t-1 (untouched when zh == NULL). dh~ = (1 - zh) dh
+ * drives the gates; dc~ = (1 - zc) dc + dh~ o (1 - tanh^2 c~); dc_{t-1} = zc dc + f dc~. */
+void lstm_bwd_step_z(const float *__restrict A, const float *__restrict ct,
+                     const float *__restrict cp, const float *__restrict dout,
+                     const float *__restrict r, const float *__restrict m,
+                     const float *__restrict zh, const float *__restrict zc,
+                     float *__restrict carry, float *__restrict dc, float *__restrict dp,
+                     long B, long H, int mode) {
+    const long n = B * H;
+    for (long b = 0; b < B; b++) {
+        const float *a = A + b * 4 * H;
+        float *d = dp + b * 4 * H;
+        for (long j = 0; j < H; j++) {
+            const long q = b * H + j;
+            float rr;
+            if (mode == 2)
+                rr = r[q] * m[q] + r[n + q] * m[n + q] + r[2 * n + q] * m[2 * n + q]
+                     + r[3 * n + q] * m[3 * n + q];
+            else
+                rr = r[q];
+            float dh = dout[q] + rr;
+            if (zh) {
+                dh += carry[q];
+                float skip = dh * zh[q];
+                dh -= skip;
+                carry[q] = skip;
+            }
+            float i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
+            float tc = ftanh(ct[q]);
+            float dcq = dc[q], dskip = 0.0f;
+            if (zc) {
+                dskip = dcq * zc[q];
+                dcq -= dskip;
+            }
+            float dcc = dcq + dh * o * (1.0f - tc * tc);
+            d[j] = dcc * g * i * (1.0f - i);
+            d[H + j] = dcc * cp[q] * f * (1.0f - f);
+            d[2 * H + j] = dcc * i * (1.0f - g * g);
+            d[3 * H + j] = dh * tc * o * (1.0f - o);
+            dc[q] = dcc * f + dskip;
+        }
+    }
+}
+
+/* GRU forward step with zoneout: as gru_fwd_step, then h = lerp(h~, h_{t-1}, zh). */
+void gru_fwd_step_z(const float *__restrict pre, long s_pg, long s_pb,
+                    const float *__restrict bias, const float *__restrict x,
+                    const float *__restrict hp, const float *__restrict zh, float *__restrict S,
+                    float *__restrict h, const float *__restrict m, float *__restrict hm,
+                    long B, long H, int mode) {
+    const long n = B * H;
+    for (long b = 0; b < B; b++) {
+        const float *p = pre + b * s_pb;
+        const float *xb = x + b * 3 * H;
+        float *s = S + b * 4 * H;
+        for (long j = 0; j < H; j++) {
+            const long q = b * H + j;
+            float hr = p[j], hz = p[s_pg + j], hn = p[2 * s_pg + j];
+            if (bias) {
+                hr += bias[j]; hz += bias[H + j]; hn += bias[2 * H + j];
+            }
+            float rg = fsigmoid(xb[j] + hr), z = fsigmoid(xb[H + j] + hz);
+            float nn = ftanh(xb[2 * H + j] + rg * hn);
+            s[j] = rg; s[H + j] = z; s[2 * H + j] = nn; s[3 * H + j] = hn;
+            h[q] = flerp(nn + z * (hp[q] - nn), hp[q], zh[q]);
+        }
+    }
+    if (mode == 1) {
+        for (long q = 0; q < n; q++) hm[q] = h[q] * m[q];
+    } else if (mode == 2) {
+        for (int k = 0; k < 3; k++)
+            for (long q = 0; q < n; q++) hm[k * n + q] = h[q] * m[k * n + q];
+    }
+}
+
+/* GRU backward step with zoneout: dh = dout + r' + dcar; dh~ = (1 - zh) dh drives the gates as
+ * in gru_bwd_step; dcar <- z dh~ + zh dh, the gradient carried to h_{t-1} past W_hh. */
+void gru_bwd_step_z(const float *__restrict S, const float *__restrict hp,
+                    const float *__restrict dout, const float *__restrict r,
+                    const float *__restrict m, const float *__restrict zh,
+                    float *__restrict dcar, float *__restrict dx, float *__restrict dg,
+                    long B, long H, int mode) {
+    const long n = B * H;
+    for (long b = 0; b < B; b++) {
+        const float *s = S + b * 4 * H;
+        float *dxb = dx + b * 3 * H, *dgb = dg + b * 3 * H;
+        for (long j = 0; j < H; j++) {
+            const long q = b * H + j;
+            float rr;
+            if (mode == 2)
+                rr = r[q] * m[q] + r[n + q] * m[n + q] + r[2 * n + q] * m[2 * n + q];
+            else
+                rr = r[q];
+            float dh = dout[q] + rr + dcar[q];
+            float skip = dh * zh[q];
+            dh -= skip;
+            float rg = s[j], z = s[H + j], nn = s[2 * H + j], hn = s[3 * H + j];
+            float dnp = dh * (1.0f - z) * (1.0f - nn * nn);
+            float dz = dh * (hp[q] - nn) * z * (1.0f - z);
+            float dr = dnp * hn * rg * (1.0f - rg);
+            dxb[j] = dr; dxb[H + j] = dz; dxb[2 * H + j] = dnp;
+            dgb[j] = dr; dgb[H + j] = dz; dgb[2 * H + j] = dnp * rg;
+            dcar[q] = dh * z + skip;
+        }
+    }
+}
 """
 
 _FLAGS = ["-O3", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
@@ -297,6 +456,14 @@ def _load():
     lib.gru_fwd_step.restype = None
     lib.gru_bwd_step.argtypes = [P, P, P, P, P, P, P, P, L, L, I]
     lib.gru_bwd_step.restype = None
+    lib.lstm_fwd_step_z.argtypes = [P, L, L, P, P, P, P, P, P, P, P, P, P, P, L, L, I]
+    lib.lstm_fwd_step_z.restype = None
+    lib.lstm_bwd_step_z.argtypes = [P, P, P, P, P, P, P, P, P, P, P, L, L, I]
+    lib.lstm_bwd_step_z.restype = None
+    lib.gru_fwd_step_z.argtypes = [P, L, L, P, P, P, P, P, P, P, P, L, L, I]
+    lib.gru_fwd_step_z.restype = None
+    lib.gru_bwd_step_z.argtypes = [P, P, P, P, P, P, P, P, P, L, L, I]
+    lib.gru_bwd_step_z.restype = None
     return lib
 
 

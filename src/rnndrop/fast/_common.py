@@ -21,7 +21,7 @@ from torch import Tensor
 from .._recurrence import MaskMode, mask_mode
 from ._gemm import Linear, mm_tn
 
-__all__ = ["Impl", "MaskMode", "check", "forward_steps", "masked_h0", "ptr_steps", "rec_grad",
+__all__ = ["Impl", "MaskMode", "check", "forward_steps", "mask_grad", "masked_h0", "ptr_steps", "rec_grad",
            "rec_product", "reverse_steps", "weight_grad"]
 
 
@@ -34,8 +34,9 @@ class Impl(NamedTuple):
 
 
 def check(xp: Tensor, h0: Tensor, weight_hh: Tensor, mask_h: Optional[Tensor],
-          gates: int) -> MaskMode:
-    """Raise ``ValueError`` on shapes that do not fit; return the mask's ``MaskMode``."""
+          gates: int, **zoneout: Optional[Tensor]) -> MaskMode:
+    """Raise ``ValueError`` on shapes that do not fit (the zoneout weights, given by name, are
+    ``(B, H)`` or ``(T, B, H)``); return the mask's ``MaskMode``."""
     if xp.dim() != 3:
         raise ValueError(f"xp must be (T, B, {gates}*H), got shape {tuple(xp.shape)}")
     B, H = h0.shape
@@ -44,6 +45,9 @@ def check(xp: Tensor, h0: Tensor, weight_hh: Tensor, mask_h: Optional[Tensor],
                          f"weight_hh {tuple(weight_hh.shape)} (expected ({gates}*H, H))")
     if mask_h is not None and mask_h.shape not in ((B, H), (gates, B, H)):
         raise ValueError(f"mask_h must be (B, H) or ({gates}, B, H), got {tuple(mask_h.shape)}")
+    for name, z in zoneout.items():
+        if z is not None and z.shape not in ((B, H), (xp.shape[0], B, H)):
+            raise ValueError(f"{name} must be (B, H) or (T, B, H), got {tuple(z.shape)}")
     return mask_mode(mask_h)
 
 
@@ -87,6 +91,22 @@ def weight_grad(d: Tensor, h0: Tensor, out: Tensor, m: Optional[Tensor], mode: M
     blocks = [mm_tn(d2[:, k * H:(k + 1) * H], (hs.view(T, B, H) * m[k]).view(T * B, H), packed)
               for k in range(G // H)]
     return torch.cat(blocks)
+
+
+def mask_grad(d: Tensor, h0: Tensor, out: Tensor, w: Tensor, mode: MaskMode) -> Tensor:
+    """``∂L/∂m`` of the recurrent mask, for learned rates (a mask that requires grad): with
+    ``pre_t = W_hh (h_{t-1} ∘ m)``, ``∂m = Σ_t h_{t-1} ∘ (d_t W_hh)`` (tied, ``(B, H)``) or per
+    gate block ``∂m_k = Σ_t h_{t-1} ∘ (d_{t,k} W_k)`` (untied, ``(G, B, H)``), ``d`` ``(T, B, G*H)``
+    the gradient of the recurrent pre-activations, ``h_{t-1}`` rebuilt from ``h0`` and ``out``.
+    One product after the loop, the size of the weight gradient's."""
+    T, B, G = d.shape
+    H = out.shape[2]
+    hs = torch.cat([h0.unsqueeze(0), out[:-1]])                        # (T, B, H)
+    if mode == MaskMode.TIED:
+        return ((d.reshape(T * B, G) @ w).view(T, B, H) * hs).sum(0)
+    blocks = [((d[..., k * H:(k + 1) * H].reshape(T * B, H) @ w[k * H:(k + 1) * H]).view(T, B, H)
+               * hs).sum(0) for k in range(G // H)]
+    return torch.stack(blocks)
 
 
 def masked_h0(h0: Tensor, m: Optional[Tensor], mode: MaskMode) -> Tensor:

@@ -144,6 +144,19 @@ class _SequenceModel(nn.Module):
         """``(B, H)``: the encoder state after each review's last real token."""
         return self.features_from_embeddings(self.embed(tokens), lengths)
 
+    def dropout_rates(self) -> dict:
+        """The encoder's learned drop probabilities (``encoder_options`` with
+        ``learn_dropout=True``: Concrete dropout), ``{site: p}``; {} without."""
+        return self.encoder.dropout_rates()
+
+    def regularizer(self, weight_regularizer: float, dropout_regularizer: float) -> Tensor:
+        """The encoder's Concrete-dropout regulariser (``rnndrop.rnn`` layers' ``regularizer``),
+        its output site weighted by the layer that reads the feature (the head's first
+        ``Linear``); the paper's scales are ``l²/N`` and ``2/N`` for ``N`` training sequences.
+        Zero without learned rates."""
+        nxt = self.fc if hasattr(self, "fc") else self.out
+        return self.encoder.regularizer(weight_regularizer, dropout_regularizer, nxt.weight)
+
 
 class SentimentClassifier(_SequenceModel):
     """embedding → recurrent encoder → ``Linear(H, head_size)`` → activation → dropout →

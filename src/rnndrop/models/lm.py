@@ -9,6 +9,10 @@ Schemes:
   between layers, last output), probability ``dropout``.
 - ``variational``: masks sampled once per sequence and BPTT window on the embedding (word types,
   per sequence), every layer's input, the recurrent state and the output; tied or untied gate masks.
+  With ``learn_dropout`` those rates are learned (Concrete dropout, Gal, Hron & Kendall 2017):
+  :meth:`RNNLanguageModel.regularizer` is the term the objective adds.
+Zoneout (Krueger et al. 2016) of the LSTM states, ``zoneout_hidden``/``zoneout_cell``, with any
+scheme.
 No training code here.
 """
 from __future__ import annotations
@@ -21,7 +25,8 @@ from torch import Tensor, nn
 
 from .._checks import check_positive_int
 from ..config import SCHEMES, ModelConfig
-from ..dropout import EmbeddingDropout
+from ..dropout import (ConcreteDropout, EmbeddingDropout, concrete_embedding_dropout,
+                       concrete_regularizer)
 from ..rnn import LSTM
 from ..softmax import make_output_layer
 
@@ -40,11 +45,15 @@ class RNNLanguageModel(nn.Module):
         ``dropout_output`` (variational), ``tied_masks`` (variational: one mask for all gates,
         ``LSTM(tied=...)``), ``tie_weights``, ``init_range``, ``output`` (full / sampled /
         adaptive) and the output layer's ``num_sampled``, ``sampler``, ``alpha``, ``unique``,
-        ``cutoffs``. :meth:`from_config` passes a ``ModelConfig`` whole.
+        ``cutoffs``, ``zoneout_hidden`` / ``zoneout_cell`` (the LSTM's), ``learn_dropout``
+        (variational: learn the four rates, started at the given ones), with the
+        regulariser's ``concrete_lengthscale`` ``l`` and ``concrete_dataset_size`` ``N``.
+        :meth:`from_config` passes a ``ModelConfig`` whole.
 
     Shapes: ``tokens`` ``(T, B)`` int64 → hidden ``(T, B, H)``; state ``(h, c)`` each
     ``(num_layers, B, H)``. ``loss(hidden, targets)`` gives the mean NLL per token and
-    ``log_prob(hidden)`` the full log-softmax ``(T, B, V)``.
+    ``log_prob(hidden)`` the full log-softmax ``(T, B, V)``; ``target_log_prob(hidden, targets)``
+    only the targets' ``(T, B)``.
     """
 
     def __init__(self, vocab: Union[int, "object"], hidden_size: int = 200, num_layers: int = 2,
@@ -53,7 +62,10 @@ class RNNLanguageModel(nn.Module):
                  dropout_hidden: float = 0.0, dropout_output: float = 0.0,
                  tied_masks: bool = True, tie_weights: bool = False, init_range: float = 0.1,
                  output: str = "full", num_sampled: int = 1024, sampler: str = "log_uniform",
-                 alpha: float = 0.75, unique: bool = True, cutoffs=(2000, 10000)):
+                 alpha: float = 0.75, unique: bool = True, cutoffs=(2000, 10000),
+                 zoneout_hidden: float = 0.0, zoneout_cell: float = 0.0,
+                 learn_dropout: bool = False, concrete_lengthscale: float = 1e-4,
+                 concrete_dataset_size: int = 0):
         super().__init__()
         vocab_size = vocab if isinstance(vocab, int) else len(vocab)
         counts = None if isinstance(vocab, int) else getattr(vocab, "counts")
@@ -70,7 +82,12 @@ class RNNLanguageModel(nn.Module):
             raise ValueError("scheme 'zaremba' uses only dropout= (non-recurrent connections)")
         if scheme == "variational" and dropout:
             raise ValueError("scheme 'variational' uses dropout_embedding/input/hidden/output, not dropout=")
+        if learn_dropout and scheme != "variational":
+            raise ValueError("learn_dropout needs scheme 'variational' (its rates are the start)")
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
+        self.learn_dropout = bool(learn_dropout)
+        self.concrete_lengthscale = concrete_lengthscale
+        self.concrete_dataset_size = concrete_dataset_size
         self.scheme, self.init_range = scheme, init_range
         self.embedding = EmbeddingDropout(vocab_size, emb_size, dropout=dropout_embedding,
                                           mode="sequence")
@@ -81,8 +98,12 @@ class RNNLanguageModel(nn.Module):
             # "inputs of every layer": the embedding output and the inputs of layers >= 1
             drops = dict(dropout_input=dropout_input, dropout_between=dropout_input,
                          dropout_hidden=dropout_hidden, dropout_output=dropout_output,
-                         variational=True, tied=tied_masks)
-        self.rnn = LSTM(emb_size, hidden_size, num_layers, **drops)
+                         variational=True, tied=tied_masks, learn_dropout=self.learn_dropout)
+        self.rnn = LSTM(emb_size, hidden_size, num_layers, zoneout_hidden=zoneout_hidden,
+                        zoneout_cell=zoneout_cell, **drops)
+        # the embedding's learned word-type rate (the layer holds the other sites' rates)
+        self.concrete_embedding = (ConcreteDropout(dropout_embedding)
+                                   if self.learn_dropout and dropout_embedding > 0 else None)
         self.decoder = make_output_layer(output, hidden_size, vocab_size,
                                          **_output_params(output, num_sampled, sampler, alpha,
                                                           unique, cutoffs, counts))
@@ -99,8 +120,9 @@ class RNNLanguageModel(nn.Module):
 
     def reset_parameters(self) -> None:
         """Zaremba's initialisation: every parameter uniform in [-init_range, init_range]."""
-        for p in self.parameters():
-            nn.init.uniform_(p, -self.init_range, self.init_range)
+        for name, p in self.named_parameters():
+            if "concrete_" not in name:          # learned dropout rates keep their start
+                nn.init.uniform_(p, -self.init_range, self.init_range)
 
     def init_state(self, batch_size: int, device=None) -> tuple[Tensor, Tensor]:
         w = self.rnn.weight_hh_l0
@@ -111,11 +133,47 @@ class RNNLanguageModel(nn.Module):
     def forward(self, tokens: Tensor, state=None):
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (T, B), got shape {tuple(tokens.shape)}")
-        hidden, state = self.rnn(self.embedding(tokens), state)
+        if self.concrete_embedding is not None:
+            emb = concrete_embedding_dropout(tokens, self.embedding.weight,
+                                             self.concrete_embedding.p_logit, self.training)
+        else:
+            emb = self.embedding(tokens)
+        hidden, state = self.rnn(emb, state)
         return hidden, state
+
+    def dropout_rates(self) -> dict:
+        """The learned drop probabilities (``learn_dropout``), ``{site: p}``: ``embedding``
+        and the LSTM's (``input``, ``between_l{k}``, ``hidden_l{k}``, ``output``); {} without."""
+        rates = {"embedding": self.concrete_embedding.p} if self.concrete_embedding else {}
+        return {**rates, **self.rnn.dropout_rates()}
+
+    def regularizer(self) -> Tensor:
+        """Concrete dropout's regulariser for the per-token mean loss: every learned site's
+        ``l²/N · Σ‖W‖² / (1-p) + 2/N · K (p log p + (1-p) log(1-p))`` (the paper's scales with
+        precision τ = 1; ``W`` the weights the masked input multiplies: the embedding matrix
+        for the word types, ``K = V``, the LSTM's for its sites, the decoder's for the output).
+        A zero tensor without ``learn_dropout``."""
+        w = self.rnn.weight_hh_l0
+        if not self.learn_dropout:
+            return w.new_zeros(())
+        N = self.concrete_dataset_size
+        if N <= 0:
+            raise ValueError("model.concrete_dataset_size must be set (the number of training "
+                             "tokens; the trainer sets it) before regularizer() is called")
+        wr, dr = self.concrete_lengthscale ** 2 / N, 2.0 / N
+        reg = self.rnn.regularizer(wr, dr, output_weight=getattr(self.decoder, "weight", None))
+        if self.concrete_embedding is not None:
+            reg = reg + concrete_regularizer(self.concrete_embedding.p_logit,
+                                             [self.embedding.weight], self.vocab_size, wr, dr)
+        return reg
 
     def loss(self, hidden: Tensor, targets: Tensor) -> Tensor:
         return self.decoder.loss(hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1))
+
+    def target_log_prob(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        """log p(target) for every position: hidden ``(T, B, H)``, targets ``(T, B)`` → ``(T, B)``,
+        without the ``(T, B, V)`` log-softmax (what perplexity and MC dropout need)."""
+        return self.decoder.target_log_prob(hidden, targets)
 
     def log_prob(self, hidden: Tensor) -> Tensor:
         return self.decoder.log_prob(hidden.reshape(-1, hidden.shape[-1])).view(

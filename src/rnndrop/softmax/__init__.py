@@ -4,6 +4,8 @@ All three output layers share one interface, so a language model can swap them f
 
 * ``loss(hidden, targets, reduction="mean")`` — the training loss (cross-entropy, nats);
 * ``log_prob(hidden)`` — the *full* log-softmax over the vocabulary, shape ``(*, V)``;
+* ``target_log_prob(hidden, targets)`` — ``log p(target)`` only, shape ``(*)``, without the
+  ``(*, V)`` block (evaluation, MC dropout);
 * ``forward(hidden, targets=None)`` — ``loss`` when ``targets`` is given, else ``log_prob``.
 
 :class:`FullSoftmax` and :class:`SampledSoftmax` hold the decoder as two parameters named

@@ -16,6 +16,14 @@ from .samplers import CandidateSampler, make_sampler
 
 OUTPUT_LAYERS = ("full", "sampled", "adaptive")
 
+# Elements of a (rows, V) logits block in :meth:`_LinearDecoder.target_log_prob` (16 MB in
+# float32). MC dropout's replicated windows make a (T, S·B, V) block of hundreds of MB; glibc
+# hands a block above its mmap threshold (32 MB at most) back to the OS when it is freed, so a
+# block that size is page-faulted in afresh at every window, and on this project's VMs the
+# faults cost more than the softmax itself (1.5 s to fill a fresh 168 MB tensor, 0.05 s to fill
+# it again). Blocks under the threshold are reused from the heap.
+_TARGET_BLOCK = 1 << 22
+
 
 def _reduce(nll: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
@@ -58,6 +66,20 @@ class _LinearDecoder(nn.Module):
     def log_prob(self, hidden: Tensor) -> Tensor:
         r"""Full log-softmax :math:`\log p(v \mid h)`: ``(*, H)`` → ``(*, V)``."""
         return F.log_softmax(self.logits(hidden), dim=-1)
+
+    def target_log_prob(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        r"""Full-softmax :math:`\log p(y \mid h)` of the targets only: ``(*, H)``, ``(*)`` →
+        ``(*)``, float32 or wider. Equals ``log_prob(hidden).gather(-1, y)`` without the
+        ``(*, V)`` block: the logits are made a few rows at a time (see ``_TARGET_BLOCK``)."""
+        h = hidden.reshape(-1, self.hidden_size)
+        y = targets.reshape(-1).long()
+        if h.shape[0] != y.shape[0]:
+            raise ValueError(f"hidden has {h.shape[0]} rows but targets {y.shape[0]}")
+        rows = max(1, _TARGET_BLOCK // self.vocab_size)
+        parts = [-F.cross_entropy(self.logits(h[i:i + rows]), y[i:i + rows], reduction="none")
+                 for i in range(0, h.shape[0], rows)]
+        out = torch.cat(parts) if parts else h.new_zeros(0)
+        return out.reshape(targets.shape)
 
     def full_loss(self, hidden: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """Full-softmax cross-entropy: ``(*, H)``, ``(*)`` → scalar (or ``(*)`` for ``"none"``)."""
@@ -204,6 +226,12 @@ class AdaptiveSoftmax(nn.Module):
         r"""Full log-probabilities: ``(*, H)`` → ``(*, V)``."""
         flat = hidden.reshape(-1, self.hidden_size)
         return self.asm.log_prob(flat).reshape(*hidden.shape[:-1], self.vocab_size)
+
+    def target_log_prob(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        r""":math:`\log p(y \mid h)` of the targets: ``(*, H)``, ``(*)`` → ``(*)`` (torch's
+        adaptive softmax computes only the head and the targets' clusters)."""
+        out = self.asm(hidden.reshape(-1, self.hidden_size), targets.reshape(-1).long())
+        return out.output.reshape(targets.shape)
 
     def loss(self, hidden: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """Negative log-likelihood of ``targets`` (nats)."""

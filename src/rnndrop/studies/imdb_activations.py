@@ -3,7 +3,8 @@
 ``rnndrop study imdb-activations`` trains a
 :class:`~rnndrop.models.classifiers.SentimentClassifier` with each encoder — Elman RNNs with tanh /
 ReLU / sigmoid / leaky ReLU, a GRU and an LSTM (and, when asked, the bidirectional ``bigru``
-and ``bilstm``; ``--dropout-hidden`` adds variational recurrent dropout) — on the same class-balanced subset of the IMDB
+and ``bilstm``; ``--dropout-hidden`` adds variational recurrent dropout, ``--zoneout`` /
+``--zoneout-cell`` zoneout, ``--learn-dropout`` learns the recurrent rate) — on the same class-balanced subset of the IMDB
 training reviews, with Adam and gradient-norm clipping, keeps the epoch with the best
 validation accuracy (a held-out part of the training split), and reports for each encoder:
 
@@ -71,6 +72,13 @@ class Settings:
     dropout: float = option(0.3, "dropout in the head")
     dropout_hidden: float = option(0.0, "recurrent dropout in the encoder (one mask per review "
                                    "and direction, reused at every step)")
+    zoneout: float = option(0.0, "zoneout of the encoder's hidden state (Krueger et al. 2016; "
+                            "fresh masks at every step)")
+    zoneout_cell: float = option(0.0, "zoneout of the cell state (LSTM encoders only)")
+    learn_dropout: bool = option(False, "learn the encoder's dropout rates (Concrete dropout, "
+                                 "Gal, Hron & Kendall 2017), started at --dropout-hidden")
+    concrete_lengthscale: float = option(1e-4, "prior length-scale l of the Concrete "
+                                         "regulariser (scales l²/N and 2/N, N training reviews)")
     packed: bool = option(True, "run the encoder over the padding too, as before 2026-12 "
                           "(default: on each review's real tokens only)")
     epochs: int = option(6, "epochs per encoder")
@@ -196,6 +204,18 @@ def measure_grad_norms(model: SentimentClassifier, batch: Encoded) -> dict:
             "batch": len(batch)}
 
 
+def encoder_options(encoder: str, s: Settings) -> dict:
+    """The recurrent layer's options for ``encoder`` (cell zoneout for the LSTMs only)."""
+    opts = dict(dropout_hidden=s.dropout_hidden, variational=True)
+    if s.zoneout:
+        opts["zoneout"] = s.zoneout
+    if s.zoneout_cell and encoder in ("lstm", "bilstm"):
+        opts["zoneout_cell"] = s.zoneout_cell
+    if s.learn_dropout:
+        opts["learn_dropout"] = True
+    return opts
+
+
 def train_encoder(encoder: str, vocab_size: int, train: Encoded, val: Encoded, test: Encoded,
                   s: Settings, progress: bool = True, log=print) -> dict:
     """Train one classifier; returns its record (metrics, history, gradient norms)."""
@@ -204,8 +224,7 @@ def train_encoder(encoder: str, vocab_size: int, train: Encoded, val: Encoded, t
                                 hidden_size=s.hidden_size, head_size=s.head_size,
                                 head_activation=s.head_activation, dropout=s.dropout,
                                 padding_idx=0, packed=s.packed,
-                                encoder_options=dict(dropout_hidden=s.dropout_hidden,
-                                                     variational=True)).to(s.device)
+                                encoder_options=encoder_options(encoder, s)).to(s.device)
     n_params = sum(p.numel() for p in model.parameters())
     gb = grad_batch(test, s.probe_batch, s.max_len)
     grad_init = measure_grad_norms(model, gb)
@@ -226,7 +245,11 @@ def train_encoder(encoder: str, vocab_size: int, train: Encoded, val: Encoded, t
             logits = model(x, lengths)
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective = loss
+            if s.learn_dropout:   # per review, as the mean loss: the paper's scales over N
+                N = len(train)
+                objective = loss + model.regularizer(s.concrete_lengthscale ** 2 / N, 2.0 / N)
+            objective.backward()
             st = clip.clip_grad_norm(model.parameters(), s.clip)
             if not st.finite:          # skip a step whose gradient overflowed
                 nonfinite += 1
@@ -242,6 +265,8 @@ def train_encoder(encoder: str, vocab_size: int, train: Encoded, val: Encoded, t
         rec = {"epoch": epoch, "train_loss": tot_loss / max(n, 1),
                "train_acc": tot_correct / max(n, 1), "val_acc": val_acc, "val_loss": val_loss,
                "epoch_time_s": epoch_time, "skipped_nonfinite_steps": nonfinite}
+        if s.learn_dropout:
+            rec["dropout_rates"] = model.dropout_rates()
         history.append(rec)
         log(f"  {encoder:15s} epoch {epoch}: train loss {rec['train_loss']:.4f} "
             f"acc {rec['train_acc']:.3f} | val acc {val_acc:.3f} | {epoch_time:.1f} s")
