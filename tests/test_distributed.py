@@ -266,3 +266,23 @@ def test_sampled_and_adaptive_outputs_train_under_two_processes(setup, tmp_path,
                tmp_path / "logs")
     st = ckpt.load(tmp_path / "run" / "last.pt")
     assert st["train_state"]["step"] == 12 and st["world_size"] == 2
+
+
+def test_losses_read_back_k_steps_at_a_time_are_the_same_under_two_processes(setup, p0_runs,
+                                                                              tmp_path):
+    """train.sync_every = 4: the global losses are booked four at a time, the same numbers."""
+    root, data, recipe = setup
+    run_forked(cli_args(recipe, data, tmp_path / "run", {**P0, "train.sync_every": 4}), 2,
+               tmp_path / "logs")
+    assert _steps(tmp_path / "run") == _steps(p0_runs[1])
+
+
+def test_learned_dropout_rates_train_under_two_processes(setup, tmp_path):
+    """Concrete dropout: the rates are parameters too and their regulariser is added outside
+    the DDP forward; the run goes through (a smoke test: it does not compare the ranks' rates)."""
+    root, data, recipe = setup
+    over = {"model.scheme": "variational", "model.dropout_hidden": 0.3,
+            "model.dropout_output": 0.3, "model.learn_dropout": "true", "train.epochs": 1}
+    run_forked(cli_args(recipe, data, tmp_path / "run", over), 2, tmp_path / "logs")
+    rec = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert rec["world_size"] == 2 and rec["dropout_rates"]
