@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..config import load_config
 from ..data.lm import load_lm_corpus
 from ..data.text import batchify
@@ -95,12 +96,22 @@ def train_command(args) -> int:
         cfg = load_config(args.config, overrides)
     else:
         cfg = config_of(read_checkpoint(resume, keys=("config",)), resume, overrides)
-    corpus = load_lm_corpus(cfg.data, args.data)
-    trainer = LMTrainer(cfg, corpus, out, progress=not args.no_progress)
-    if resume is not None:
-        trainer.resume(resume)
-    print(f"run directory: {out}")
-    trainer.train(max_minutes=args.max_minutes)
+    # Under torchrun: the process group for the run (nothing for a single process).
+    with distributed.process_group(cfg.train.device, cfg.train.dist_timeout) as world, \
+            distributed.peer_errors_as_one_line(world, cfg.train.dist_timeout):
+        trainer = None
+        try:
+            corpus = load_lm_corpus(cfg.data, args.data)
+            trainer = LMTrainer(cfg, corpus, out, progress=not args.no_progress)
+            if resume is not None:
+                trainer.resume(resume)
+            if world.rank == 0:
+                print(f"run directory: {out}"
+                      + (f" ({world.size} processes)" if world.distributed else ""))
+            trainer.train(max_minutes=args.max_minutes)
+        finally:
+            if trainer is not None:
+                trainer.close()      # before the process group goes (see LMTrainer.close)
     return 0
 
 
