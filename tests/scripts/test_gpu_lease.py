@@ -5,13 +5,13 @@ import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 
-from conftest import REPO
 from lmrun import write_lm_corpus
 
-SCRIPT = REPO / "scripts" / "gpu_lease.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_lease.sh"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="a bash script")
