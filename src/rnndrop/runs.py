@@ -17,7 +17,7 @@ from torch import nn
 
 from . import checkpoint as ckpt
 from .config import RunConfig, apply_overrides, model_differences
-from .data.lm import load_lm_corpus
+from .data.lm import load_lm_corpus, resolve_data
 from .data.text import Corpus, Vocabulary, check_vocab
 from .models.lm import RNNLanguageModel
 
@@ -48,6 +48,11 @@ def config_of(state: dict, path, overrides: Sequence[str] = ()) -> RunConfig:
     return apply_overrides(cfg, list(overrides), source=str(path))
 
 
+def sets_layout(overrides: Sequence[str]) -> bool:
+    """Whether ``--set`` chose ``data.layout`` (then it is kept, not replaced by the one found)."""
+    return any(o.split("=", 1)[0].strip() == "data.layout" for o in overrides)
+
+
 def restore_weights(model: nn.Module, state: dict, path, cfg: RunConfig) -> None:
     """Load the checkpoint's weights into ``model`` (built from ``cfg``); a misfit is one line
     naming the shape-changing config values that differ."""
@@ -57,15 +62,17 @@ def restore_weights(model: nn.Module, state: dict, path, cfg: RunConfig) -> None
 def load_run(path: str | os.PathLike, overrides: Sequence[str] = (), *, corpus: bool = False,
              data_dir: Optional[str | os.PathLike] = None, device="cpu") -> Run:
     """Open a checkpoint: config, vocabulary, model (weights loaded, on ``device``) and, with
-    ``corpus=True``, the corpus of its config (``data_dir`` overrides ``data.dir``), checked to
-    have the checkpoint's vocabulary."""
+    ``corpus=True``, the corpus of its config (``data_dir`` overrides ``data.dir``; its layout
+    is found there unless ``--set data.layout`` is among ``overrides``), checked to have the
+    checkpoint's vocabulary."""
     path = Path(path)
     state = read_checkpoint(path, device)
     cfg = config_of(state, path, overrides)
     vocab = Vocabulary.from_dict(state["vocab"])
     data = None
     if corpus:
-        data = load_lm_corpus(cfg.data, data_dir)
+        data_cfg, _ = resolve_data(cfg.data, data_dir, strict=sets_layout(overrides))
+        data = load_lm_corpus(data_cfg)
         check_vocab(state["vocab"], data, source=str(path))
         vocab = data.vocab
     model = RNNLanguageModel.from_config(cfg.model, vocab)
