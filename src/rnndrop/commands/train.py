@@ -49,7 +49,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--mc", type=int, default=0, metavar="N", help="MC-dropout samples")
     p.add_argument("--mc-batch", type=int, default=0, help="samples per pass (0: automatic)")
     p.add_argument("--split", choices=["test", "valid", "train"], default="test")
-    p.add_argument("--data", help="data directory (default: the checkpoint's)")
+    p.add_argument("--data", help="corpus folder or text file (default: the checkpoint's)")
     p.add_argument("--device", help="cpu or cuda (default: cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's own)")
     p.add_argument("--seed", type=int, default=0)
