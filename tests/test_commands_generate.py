@@ -14,13 +14,15 @@ from rnndrop.models.lm import RNNLanguageModel
 WORDS = [EOS, UNK] + "the cat sat on a mat and dog ate my hat".split()
 
 
-def _checkpoint(path, words=WORDS, layout="ptb", seed=1):
+def _checkpoint(path, words=WORDS, layout="ptb", seed=1, **model):
     """A checkpoint of an untrained model with wide weights (peaked, distinct distributions:
     sampling then differs from greedy, and greedy has no near-ties). Seed 1: its greedy text
     is not one word repeated, which would make the comparisons with greedy weak."""
     cfg = RunConfig()
     cfg.data.layout = layout
     cfg.model.hidden_size, cfg.model.num_layers, cfg.model.init_range = 12, 2, 1.0
+    for k, v in model.items():
+        setattr(cfg.model, k, v)
     vocab = Vocabulary(words, [1] * len(words))
     torch.manual_seed(seed)
     model = RNNLanguageModel.from_config(cfg.model, vocab)
@@ -132,3 +134,20 @@ def test_prompt_words_and_chars(tmp_path, capsys):
     assert out == "ab c\nb" + detokenize(vocab.decode(greedy_ids), True)
     assert prompt_tokens("ab c\nb", "chars") == ["a", "b", " ", "c", EOS, "b"]
     assert detokenize(["a", "b", EOS, "c"], chars=False) == "a b\nc"
+
+
+@pytest.mark.parametrize("output", [{"output": "adaptive", "cutoffs": [6]},
+                                    {"output": "sampled", "num_sampled": 4}])
+def test_other_output_layers_generate_from_their_full_distribution(tmp_path, capsys, output):
+    model, vocab = _checkpoint(tmp_path / "lm.pt", **output)
+    model.eval()
+    ids, greedy = [vocab.stoi[EOS]], []
+    with torch.no_grad():
+        h, state = model(torch.tensor([ids]), model.init_state(1))
+        for _ in range(15):
+            greedy.append(int(torch.argmax(model.log_prob(h)[-1, 0])))
+            h, state = model(torch.tensor([[greedy[-1]]]), state)
+    out = _generate(capsys, tmp_path / "lm.pt", "--tokens", 15, "--top-k", 1)
+    assert out == detokenize(vocab.decode(greedy), False)
+    assert _generate(capsys, tmp_path / "lm.pt", "--tokens", 15, "--seed", 3) == \
+        _generate(capsys, tmp_path / "lm.pt", "--tokens", 15, "--seed", 3)

@@ -99,6 +99,26 @@ def test_one_file_chars_run_records_its_split_for_eval_and_resume(tmp_path, caps
                  "--no-progress"]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     assert json.loads((out / "split.json").read_text()) == ref.split
+    capsys.readouterr()
+    # the file edited after training: eval says its split is not the run's
+    novel.write_text(novel.read_text() + "the cat sat on the mat\n" * 20)
+    main(["eval", str(out / "best.pt"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert f"warning: {novel.resolve()} is not split as in {out / 'split.json'}" in err
+
+
+def test_identical_splits_warn_in_one_line(tmp_path, capsys):
+    ptb = write_lm_corpus(tmp_path / "ptb", n_train=60)
+    same = tmp_path / "same"
+    same.mkdir()
+    for s in ("train", "valid", "test"):
+        (same / f"{s}.txt").write_text((ptb / "ptb.train.txt").read_text())
+    assert main(["train", _recipe(tmp_path), "--data", str(same), "--out", str(tmp_path / "r"),
+                 "--no-progress", "--set", "train.max_steps=1"]) == 0
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if "identical contents" in l]
+    assert len(lines) == 3 and all(l.startswith("warning: ") for l in lines)
+    assert "UserWarning" not in err and "warnings.warn" not in err
 
 
 def test_large_vocabulary_full_softmax_on_cpu_prints_one_hint(capsys):

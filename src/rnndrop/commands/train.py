@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -13,7 +16,7 @@ from ..data.lm import load_lm_corpus, resolve_data
 from ..data.text import batchify
 from ..demo import run_demo
 from ..evaluate import perplexity
-from ..runs import config_of, load_run, read_checkpoint, sets_layout
+from ..runs import SPLIT_FILE, check_split, config_of, load_run, read_checkpoint, sets_layout
 from ..train import LMTrainer, default_mc_batch
 
 
@@ -104,13 +107,17 @@ def train_command(args) -> int:
     cfg.data, note = resolve_data(cfg.data, args.data, strict=sets_layout(args.set))
     if note:
         print(note)
-    corpus = load_lm_corpus(cfg.data)
+    with warnings_as_lines():
+        corpus = load_lm_corpus(cfg.data)
+        if resume is not None:
+            check_split(corpus, resume.parent)
     _large_vocab_hint(cfg, len(corpus.vocab))
     trainer = LMTrainer(cfg, corpus, out, progress=not args.no_progress)
-    # A single file: which tokens went where, of what file (not over another run's record).
-    if corpus.split is not None and (resume is not None or not (Path(out) / "last.pt").is_file()):
+    # A single file: which tokens went where, of what file. Written when the run starts only:
+    # a resumed run keeps its record (check_split compared it), a refused one another run's.
+    if corpus.split is not None and resume is None and not (Path(out) / "last.pt").is_file():
         Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "split.json").write_text(json.dumps(corpus.split, indent=1) + "\n")
+        (Path(out) / SPLIT_FILE).write_text(json.dumps(corpus.split, indent=1) + "\n")
     if resume is not None:
         trainer.resume(resume)
     print(f"run directory: {out}")
@@ -131,6 +138,19 @@ def _large_vocab_hint(cfg, vocab_size: int) -> None:
               f"49k words (docs/results/softmax.md)")
 
 
+@contextlib.contextmanager
+def warnings_as_lines():
+    """Warnings raised in the block (identical splits, a changed file) printed as one
+    ``warning: ...`` line each on stderr, not Python's file:line and source-line pair."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                print(f"warning: {w.message}", file=sys.stderr)
+
+
 def set_threads(n) -> None:
     """``--threads N`` of the commands that do not go through a recipe's train.threads."""
     if n is not None:
@@ -142,7 +162,8 @@ def set_threads(n) -> None:
 def eval_command(args) -> int:
     set_threads(args.threads)
     device = args.device or "cpu"
-    run = load_run(args.checkpoint, args.set, corpus=True, data_dir=args.data, device=device)
+    with warnings_as_lines():
+        run = load_run(args.checkpoint, args.set, corpus=True, data_dir=args.data, device=device)
     t = run.config.train
     data = batchify(getattr(run.corpus, args.split), t.eval_batch_size)
     ppl = perplexity(run.model, data, t.bptt, progress=not args.no_progress)
