@@ -229,13 +229,17 @@ def saved_bytes(fn, exclude):
     return sum(seen.values())
 
 
-def fwd_bwd(fn, params, sync):
+def fwd_bwd(fn, params, sync, cpu=None):
+    """Wall seconds of one forward + backward; the process's CPU seconds appended to ``cpu``
+    (on a shared machine the fairer clock: waits for a core do not count)."""
     for p in params:
         p.grad = None
     sync()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn().sum().backward()
     sync()
+    if cpu is not None:
+        cpu.append(time.process_time() - c0)
     return time.perf_counter() - t0
 
 
@@ -296,9 +300,10 @@ def main(argv=None):
         for fn in variants.values():  # warm-up (packing, allocator, cuDNN plans)
             fwd_bwd(fn, params, sync)
         times = {k: [] for k in variants}
+        cpu = {k: [] for k in variants}
         for _ in range(args.repeats):
             for k, fn in variants.items():
-                times[k].append(fwd_bwd(fn, params, sync))
+                times[k].append(fwd_bwd(fn, params, sync, cpu[k]))
         excl = params  # every parameter (nn.LSTM's and the module's copy) and the input
         mem = {k: saved_bytes(fn, excl) for k, fn in variants.items()}
         peak = {k: peak_cuda(fn, params) for k, fn in variants.items()} if device.type == "cuda" else {}
@@ -308,13 +313,19 @@ def main(argv=None):
         hdr = f"{'variant':16s} {'median ms':>10s} {'min ms':>8s} {'max ms':>8s} {'speed vs ' + base_name:>17s} {'saved MB':>9s} {'saved ratio':>11s}"
         if peak:
             hdr += f" {'peak MB':>8s} {'peak ratio':>10s}"
+        else:
+            hdr += f" {'CPU ms':>9s} {'CPU speed':>10s}"
         print(hdr)
+        cbase = statistics.median(cpu[base_name])
         for k, ts in times.items():
             med = statistics.median(ts)
             line = (f"{k:16s} {med * 1e3:10.2f} {min(ts) * 1e3:8.2f} {max(ts) * 1e3:8.2f} "
                     f"{base / med:16.2f}x {mem[k] / 2**20:9.2f} {mem[k] / mem[base_name]:11.2f}")
             if peak:
                 line += f" {peak[k] / 2**20:8.2f} {peak[k] / peak[base_name]:10.2f}"
+            else:
+                c = statistics.median(cpu[k])
+                line += f" {c * 1e3:9.2f} {cbase / c:9.2f}x"
             print(line)
     if device.type == "cuda":
         from rnndrop.fast import _graphs

@@ -4,6 +4,9 @@ While :meth:`StopSignals.installed` is active, SIGINT and SIGTERM (a job schedul
 kill) raise ``KeyboardInterrupt``, except inside :meth:`StopSignals.hold` blocks (an optimiser
 commit, a checkpoint write), where they are remembered and raised when the block ends. The
 trainer rolls back what the interrupted compute drew and saves the last completed step.
+
+With ``defer=True`` (several processes, one run) a signal is only remembered (``requested``):
+the ranks must stop at the same step, so the trainer asks all of them at its next collective.
 """
 from __future__ import annotations
 
@@ -13,8 +16,18 @@ from contextlib import contextmanager
 
 
 class StopSignals:
-    def __init__(self) -> None:
+    def __init__(self, defer: bool = False) -> None:
         self._holding = False
+        self._pending = None
+        self.defer = defer
+
+    @property
+    def requested(self) -> bool:
+        """A signal arrived (and, with ``defer``, waits for the trainer to act on it)."""
+        return self._pending is not None
+
+    def clear(self) -> None:
+        """Forget a remembered signal (the trainer has acted on it)."""
         self._pending = None
 
     @contextmanager
@@ -26,7 +39,7 @@ class StopSignals:
             yield
         finally:
             self._holding = outer
-        if not outer and self._pending is not None:
+        if not outer and self._pending is not None and not self.defer:
             self._pending = None
             raise KeyboardInterrupt
 
@@ -38,7 +51,7 @@ class StopSignals:
             return
 
         def handler(signum, frame):
-            if self._holding:
+            if self._holding or self.defer:
                 self._pending = signum
             else:
                 raise KeyboardInterrupt

@@ -111,6 +111,9 @@ class TrainConfig:
     # recurrent cell state stay float32); "fp16" adds a GradScaler (checkpointed). bf16 is the
     # CPU's (native with AVX512_BF16 / AMX); fp16 is for CUDA (on a CPU it runs, slowly).
     precision: str = "fp32"
+    # Under torchrun: seconds a process waits for the others at a collective before it stops
+    # with an error (a peer that died or hangs). A rank-0 checkpoint write must fit in it.
+    dist_timeout: float = 300.0
 
 
 @dataclass
@@ -350,6 +353,7 @@ def _check_train(t: TrainConfig, errors: list) -> None:
     if not isinstance(t.tf32, bool):
         errors.append(f"train.tf32 must be true or false, got {t.tf32!r}")
     _choice(errors, "train.precision", t.precision, PRECISIONS)
+    _real(errors, "train.dist_timeout", t.dist_timeout, 0.0, lo_open=True)
 
 
 def _valid_device(name: str) -> bool:

@@ -21,6 +21,15 @@ Nothing is lost on a crash, and a resumed run continues the same trajectory bit 
   written unless every parameter is finite and a probe window's loss is sane, so the last good
   checkpoint is never overwritten by a diverged model.
 - One run per directory (:class:`rnndrop.rundir.RunLock`).
+
+Under ``torchrun`` (:mod:`rnndrop.distributed`) ``train.batch_size`` is the global number of
+streams: rank r trains the r-th contiguous block of them with its own hidden state and its own
+dropout generator, gradients are averaged by DistributedDataParallel, and one update is the
+single-process update at the same global batch. Every rank evaluates the whole validation and
+test streams (identical weights give identical numbers, and no rank waits on another through a
+long evaluation); rank 0 alone writes files and logs. A stop signal on any rank, and the
+``max_minutes`` deadline, are agreed on at the per-step all-reduce, so every rank stops after
+the same step and the checkpoint holds one consistent state of all ranks.
 """
 from __future__ import annotations
 
@@ -28,15 +37,18 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import _plot
 from . import checkpoint as ckpt
-from . import rundir
+from . import distributed, rundir
 from ._signals import StopSignals
 from .clipping import ClipMonitor, ClipStats, clip_grad_norm_tensor
 from .config import RunConfig
@@ -79,6 +91,20 @@ def _set_rng_state(st: dict, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+class _LossOf(nn.Module):
+    """``(tokens, state, targets) -> (mean loss, state)``: the forward pass and the loss in one
+    module, so that DistributedDataParallel sees every parameter the loss uses (the output
+    layer's are used only in ``model.loss``)."""
+
+    def __init__(self, model: RNNLanguageModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, hidden, y):
+        out, hidden = self.model(x, hidden)
+        return self.model.loss(out, y), hidden
+
+
 class LMTrainer:
     """Trains an :class:`RNNLanguageModel` on a corpus according to a :class:`RunConfig`.
 
@@ -99,11 +125,21 @@ class LMTrainer:
         self.cfg, self.corpus, self.out, self.log = cfg, corpus, Path(out), log
         self.progress = progress
         t = cfg.train
+        # Under torchrun (an initialised process group of several): one log and one progress
+        # bar, rank 0's; a world of one is a plain single-process run.
+        self.world = W = distributed.world()
+        if W.distributed:
+            if t.batch_size % W.size:
+                raise ValueError(f"train.batch_size={t.batch_size} must be divisible by the "
+                                 f"number of processes ({W.size}): each trains an equal block "
+                                 f"of the streams")
+            if W.rank != 0:
+                self.log, self.progress = (lambda *a, **k: None), False
         if t.threads:
             torch.set_num_threads(t.threads)
         if t.device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"train.device={t.device!r} but no CUDA device is available")
-        self.device = torch.device(t.device)
+        self.device = distributed.device_for(t.device, W)
         # TF32 is a process-wide switch in torch; cuDNN's RNN kernels use it by default.
         self.tf32 = self.device.type == "cuda" and t.tf32
         if self.device.type == "cuda":
@@ -111,9 +147,15 @@ class LMTrainer:
             torch.backends.cudnn.allow_tf32 = t.tf32
         self.sync_every = t.sync_every or (50 if self.device.type == "cuda" else 1)
         torch.manual_seed(t.seed)
+        # The BPTT generator (variable window lengths) is the same on every rank: all ranks
+        # must walk the same windows, step for step.
         self.gen = torch.Generator().manual_seed(t.seed)
         vocab_size = len(corpus.vocab)
         self.model = RNNLanguageModel.from_config(cfg.model, corpus.vocab).to(self.device)
+        if W.distributed:
+            # Same initial weights on every rank (seeded above); from here on each rank draws
+            # its own dropout masks (the global RNG, checkpointed per rank).
+            torch.manual_seed(distributed.rank_seed(t.seed, W.rank))
         if t.optimizer == "sgd":
             self.opt = torch.optim.SGD(self.model.parameters(), lr=t.lr)
         else:
@@ -127,6 +169,22 @@ class LMTrainer:
         self.train_data = batchify(corpus.train, t.batch_size).to(self.device)
         if self.model.learn_dropout and not self.model.concrete_dataset_size:
             self.model.concrete_dataset_size = self.train_data.numel()  # N of the regulariser
+        self._loss_of = _LossOf(self.model)
+        if W.distributed:
+            # Rank r owns streams [r*b, (r+1)*b) of the global batch (time-major columns).
+            b = t.batch_size // W.size
+            self.train_data = self.train_data[:, W.rank * b:(W.rank + 1) * b].contiguous()
+            # Why the averaged gradient is the single-process one: each rank's loss is the mean
+            # over its T*b tokens (times T for sum_over_time, with the same T on every rank: the
+            # windows are shared), and DDP averages the W ranks' gradients, so the update is
+            # 1/W * sum_r 1/(T*b) * sum_{tokens of r} = 1/(T*B) * sum_{all tokens}, the global
+            # mean's gradient; this needs equal blocks (hence B divisible by W). Clipping runs
+            # after the all-reduce, on the averaged gradient: the same norm on every rank.
+            self._loss_of = DistributedDataParallel(
+                self._loss_of, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                # adaptive softmax: a tail cluster without targets in a window gets no gradient
+                find_unused_parameters=cfg.model.output == "adaptive",
+                **distributed.NO_BUFFER_SYNC)
         self.valid_data = batchify(corpus.valid, t.eval_batch_size).to(self.device)
         self.test_data = batchify(corpus.test, t.eval_batch_size).to(self.device)
         # A loss above this (nats per token) is a divergence; ln V is a uniform guess.
@@ -139,10 +197,20 @@ class LMTrainer:
         # (step, loss, grad norm, tokens); read back and booked by _settle().
         self._pending: list[tuple] = []
         self._rng_snap = None          # RNG state after the last committed step
-        self._signals = StopSignals()
+        self._signals = StopSignals(defer=W.distributed)
+        self._deadline = None          # monotonic time of max_minutes (None: no limit)
+        self._late = False             # under torchrun: some rank passed the deadline
         self.clip = ClipMonitor()      # this epoch's clipping record (checkpointed)
         self._tic = None               # start of the time not yet added to epoch_stats
         self.out.mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        """Drop the DistributedDataParallel wrapper before the process group is destroyed: its
+        reducer holds the group, and a gloo group destroyed last by the reducer's destructor
+        can deadlock (the destructor holds the GIL while it joins gloo's thread, which needs
+        the GIL to free the tensors of a finished broadcast). A no-op in one process."""
+        if self.world.distributed:
+            self._loss_of = _LossOf(self.model)
 
     # ------------------------------------------------------------------------- checkpoints
     def _autocast(self):
@@ -151,6 +219,8 @@ class LMTrainer:
                               enabled=self._autocast_dtype is not None)
 
     def state_dict(self) -> dict:
+        if self.world.distributed:
+            return self._distributed_state_dict()
         return {
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "model": self.model.state_dict(),
@@ -162,6 +232,36 @@ class LMTrainer:
                             "history": self.state.history, "epoch_stats": self.state.epoch_stats},
             "config": self.cfg.to_dict(),
             "vocab": self.corpus.vocab.to_dict(),
+            "world_size": 1,
+        }
+
+    def _distributed_state_dict(self) -> dict:
+        """A collective: rank 0 gets the checkpoint of all ranks, with ``hidden`` the global
+        state (every stream, in the global order) and ``ranks`` each rank's RNG states and
+        position; the others get None."""
+        W = self.world
+        mine = {"rng": _rng_state(self.gen), "position": self.state.position,
+                "step": self.state.step,
+                "hidden": None if self.hidden is None else [h.cpu() for h in self.hidden]}
+        ranks = distributed.gather_to_rank0(mine, W)
+        if W.rank != 0:
+            return None
+        hidden = None if ranks[0]["hidden"] is None else [
+            torch.cat([r["hidden"][i] for r in ranks], dim=1)     # (layers, B, H): dim 1
+            for i in range(len(ranks[0]["hidden"]))]
+        return {
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "rng": mine["rng"],
+            "hidden": hidden,
+            "train_state": {"epoch": self.state.epoch, "position": self.state.position,
+                            "step": self.state.step, "best_val": self.state.best_val,
+                            "history": self.state.history, "epoch_stats": self.state.epoch_stats},
+            "config": self.cfg.to_dict(),
+            "vocab": self.corpus.vocab.to_dict(),
+            "world_size": W.size,
+            "ranks": [{k: r[k] for k in ("rng", "position", "step")} for r in ranks],
         }
 
     def save(self, name: str = "last.pt") -> Path:
@@ -171,9 +271,19 @@ class LMTrainer:
         self._check_sane()
         self.state.epoch_stats["clip"] = self.clip.state_dict()
         with self._signals.hold():
-            if name == "last.pt":
-                self._flush_step_log()      # the log first: a resume cuts it back if need be
-            return ckpt.save(self.state_dict(), self.out / name)
+            if not self.world.distributed:
+                if name == "last.pt":
+                    self._flush_step_log()  # the log first: a resume cuts it back if need be
+                return ckpt.save(self.state_dict(), self.out / name)
+            state = self.state_dict()       # a collective: every rank's part, on rank 0
+
+            def write():
+                if name == "last.pt":
+                    self._flush_step_log()
+                return ckpt.save(state, self.out / name)
+            if self.world.rank != 0:
+                self._step_log.clear()      # rank 0 writes the log (the others' copy is the same)
+            return distributed.on_rank0(write, self.world)
 
     def _flush_step_log(self) -> None:
         """Per-step loss and pre-clip gradient norm, written (fsynced) just before the
@@ -183,6 +293,14 @@ class LMTrainer:
 
     def load_state_dict(self, st: dict, path="checkpoint") -> None:
         ckpt.require(st, self.CHECKPOINT_KEYS, path)
+        W, need = self.world, st.get("world_size", 1)
+        if need != W.size:
+            raise ckpt.CheckpointError(
+                f"{path} was written by a run of {need} process{'es' if need > 1 else ''} "
+                f"(world_size {need}) and this run has {W.size}: resume it with "
+                + ("a single process (no torchrun)" if need == 1 else
+                   f"{need} processes (torchrun --nproc_per_node={need} ..., or as many in all "
+                   f"across nodes)"))
         check_vocab(st["vocab"], self.corpus, source=str(path))
         restore_weights(self.model, st, path, self.cfg)
         self._step_log.clear()   # steps after the checkpoint are replayed, not kept twice
@@ -190,9 +308,19 @@ class LMTrainer:
         self.opt.load_state_dict(st["optimizer"])
         if self.scaler is not None and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
-        _set_rng_state(st["rng"], self.gen)
-        self.hidden = None if st["hidden"] is None else tuple(h.to(self.device) for h in st["hidden"])
         ts = st["train_state"]
+        if W.distributed:
+            mine = st["ranks"][W.rank]
+            if any(r["position"] != ts["position"] for r in st["ranks"]):
+                raise ckpt.CheckpointError(f"{path}: the ranks' stream positions differ "
+                                           f"({[r['position'] for r in st['ranks']]}): damaged")
+            _set_rng_state(mine["rng"], self.gen)
+            b = self.cfg.train.batch_size // W.size
+            self.hidden = None if st["hidden"] is None else tuple(
+                h[:, W.rank * b:(W.rank + 1) * b].contiguous().to(self.device) for h in st["hidden"])
+        else:
+            _set_rng_state(st["rng"], self.gen)
+            self.hidden = None if st["hidden"] is None else tuple(h.to(self.device) for h in st["hidden"])
         self.state = TrainState(ts["epoch"], ts["position"], ts["step"], ts["best_val"],
                                 list(ts["history"]), dict(ts["epoch_stats"]))
         self.clip = ClipMonitor()
@@ -205,9 +333,19 @@ class LMTrainer:
         self._rng_snap = _rng_state(self.gen)
 
     def resume(self, path: str | os.PathLike) -> None:
-        self.load_state_dict(ckpt.load(path, map_location=self.device), path)
+        self.load_state_dict(self._read(path), path)
         self.log(f"resumed from {path}: epoch {self.state.epoch}, position "
                  f"{self.state.position}/{self.train_data.shape[0] - 1}, step {self.state.step}")
+
+    def _read(self, path, missing_ok: bool = False):
+        """A checkpoint's state (None if ``missing_ok`` and there is none). Under torchrun rank
+        0 reads it and sends it to the others (nodes need not share a file system), and a
+        reading error stops every rank with the same line."""
+        def read():
+            if missing_ok and not Path(path).is_file():
+                return None
+            return ckpt.load(path, map_location="cpu" if self.world.distributed else self.device)
+        return distributed.on_rank0(read, self.world) if self.world.distributed else read()
 
     # ----------------------------------------------------------------------- divergence
     def _check_sane(self) -> None:
@@ -234,8 +372,9 @@ class LMTrainer:
 
     def _restore_last_good(self, why: str, undone: str = "the step was not applied"):
         last = self.out / "last.pt"
-        if last.is_file():
-            self.load_state_dict(ckpt.load(last, map_location=self.device), last)
+        good = self._read(last, missing_ok=True)
+        if good is not None:
+            self.load_state_dict(good, last)
             where = (f"parameters restored from {last} (step {self.state.step}); lower "
                      f"train.lr or train.clip, then continue with --resume")
         else:
@@ -253,13 +392,14 @@ class LMTrainer:
         step and re-raise KeyboardInterrupt."""
         t = self.cfg.train
         deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
-        with rundir.RunLock(self.out), self._signals.installed():
+        self._deadline, self._late = deadline, False
+        with self._run_lock(), self._signals.installed():
             self._prepare_directory()
             self._rng_snap = _rng_state(self.gen)
             try:
                 while self.state.epoch <= t.epochs:
                     out_of_budget = (t.max_steps and self.state.step >= t.max_steps) or \
-                        (deadline is not None and time.monotonic() > deadline)
+                        self._past(deadline)
                     if out_of_budget or not self._train_epoch(deadline):
                         self.save()
                         self.log(f"stopped at epoch {self.state.epoch}, position "
@@ -276,7 +416,37 @@ class LMTrainer:
                          f"{self.state.step}); continue with --resume")
                 raise
 
+    def _run_lock(self):
+        """The run directory's lock; under torchrun rank 0 holds it and every rank stops if it
+        cannot."""
+        if not self.world.distributed:
+            return rundir.RunLock(self.out)
+        return self._rank0_lock()
+
+    @contextmanager
+    def _rank0_lock(self):
+        lock = rundir.RunLock(self.out)
+        distributed.on_rank0(lambda: lock.acquire() and None, self.world)
+        try:
+            yield
+        finally:
+            if self.world.rank == 0:
+                lock.release()
+
+    def _past(self, deadline) -> bool:
+        if deadline is None:
+            return False
+        if self.world.distributed:
+            return self._late     # agreed by all ranks at the last step's all-reduce
+        return time.monotonic() > deadline
+
     def _prepare_directory(self) -> None:
+        if self.world.distributed:
+            distributed.on_rank0(self._prepare_directory_here, self.world)
+        else:
+            self._prepare_directory_here()
+
+    def _prepare_directory_here(self) -> None:
         """Under the lock: refuse to start a new run over an old one, remove temp files a kill
         left behind, and cut the logs back to what this run's state holds."""
         last = self.out / "last.pt"
@@ -303,7 +473,7 @@ class LMTrainer:
             self.clip.reset()
         es = st.epoch_stats
         n = self.train_data.shape[0] - 1
-        B = self.train_data.shape[1]
+        B = self.train_data.shape[1] * self.world.size      # global: tokens of all ranks
         bar = tqdm(total=n * B, initial=st.position * B, desc=f"epoch {st.epoch}/{t.epochs}",
                    unit="tok", unit_scale=True, disable=not self.progress, leave=False)
         self._tic = time.perf_counter()
@@ -315,14 +485,13 @@ class LMTrainer:
                 self._at("window")
                 self._step(pos, x.to(self.device), y.to(self.device), lr)
                 self._at("commit")
-                bar.update(x.numel())
+                bar.update(x.numel() * self.world.size)
                 if st.step % 20 == 0:     # host counters only: no read-back here
                     bar.set_postfix(ppl=f"{exp_or_inf(es['loss'] / es['tokens']):.1f}",
                                     lr=f"{self.opt.param_groups[0]['lr']:.3g}")
                 if not self.progress and self._log_due():
                     self.log(self._progress_line(lr, n))
-                stop = (t.max_steps and st.step >= t.max_steps) or \
-                       (deadline is not None and time.monotonic() > deadline)
+                stop = (t.max_steps and st.step >= t.max_steps) or self._past(deadline)
                 if (stop or (t.checkpoint_every and st.step % t.checkpoint_every == 0)) \
                         and st.position < n:
                     self._account_time()
@@ -353,11 +522,11 @@ class LMTrainer:
         if st.step < t.warmup_steps:
             scale *= (st.step + 1) / t.warmup_steps
         with self._autocast():
-            out, hidden = model(x, hidden)
-            loss = model.loss(out, y)
+            loss, hidden = self._loss_of(x, hidden, y)
+        loss_g = self._global_loss(loss)     # this rank's loss under torchrun is for backward
         self._at("forward")
         if self.sync_every == 1:
-            self._check_loss(loss.item(), st.step + 1)
+            self._check_loss(loss_g.item(), st.step + 1)
         self.opt.zero_grad(set_to_none=True)
         # Zaremba's objective sums the per-token NLL over the window (mean over batch).
         objective = loss * x.shape[0] if t.loss_reduction == "sum_over_time" else loss
@@ -389,7 +558,9 @@ class LMTrainer:
             self.hidden = hidden
             st.step += 1
             st.position = pos + x.shape[0]
-            self._pending.append((st.step, loss.detach(), norm.detach(), y.numel()))
+            # the tokens of every rank's block (the loss is the global batch mean)
+            self._pending.append((st.step, loss_g.detach(), norm.detach(),
+                                  y.numel() * self.world.size))
             self._rng_snap = _rng_state(self.gen)
         if len(self._pending) >= self.sync_every:
             self._settle()
@@ -432,6 +603,24 @@ class LMTrainer:
                                       f'"grad_norm": {_json_number(clip.total_norm)}, '
                                       f'"clipped": {str(clip.clipped).lower()}}}')
 
+    def _global_loss(self, loss):
+        """The step's loss for the statistics and the divergence checks (a 0-d tensor): the
+        loss itself in one process. Under torchrun: the mean of the ranks' batch means (the
+        global batch mean, the blocks being equal), in an all-reduce that also tells every rank
+        whether any rank got a stop signal or passed the deadline: they all stop at this step.
+        (Reading those two flags waits for the device once a step, whatever train.sync_every;
+        the gradient all-reduce of the step synchronises the ranks anyway.)"""
+        if not self.world.distributed:
+            return loss
+        late = self._deadline is not None and time.monotonic() > self._deadline
+        mean, (stop, late) = distributed.step_sync(loss, self._signals.requested, late,
+                                                   size=self.world.size)
+        self._late = self._late or late
+        if stop:                   # in the compute part: train() rolls back and saves
+            self._signals.clear()
+            raise KeyboardInterrupt
+        return mean
+
     def _log_due(self) -> bool:
         every = self.cfg.train.log_every
         if every:
@@ -462,6 +651,7 @@ class LMTrainer:
                "mean_grad_norm": self.clip.mean_norm if self.clip.steps else 0.0,
                "clipped_fraction": self.clip.fraction_clipped,
                "precision": t.precision, "tf32": self.tf32,
+               "world_size": self.world.size,
                "step": st.step}
         if self.model.learn_dropout:
             rec["dropout_rates"] = self.model.dropout_rates()
@@ -481,6 +671,8 @@ class LMTrainer:
             self.save("best.pt")
         self._at("best_saved")
         self.save()
+        if self.world.rank != 0:
+            return
         rundir.append_lines(self.out / "metrics.jsonl", [json.dumps(rec)])
         self.log(f"epoch {rec['epoch']:3d} | lr {lr:.4g} | train ppl {rec['train_ppl']:8.2f} | "
                  f"valid ppl {val:8.2f} | {rec['tokens_per_s']:.0f} tokens/s | "
@@ -496,9 +688,12 @@ class LMTrainer:
         """Test perplexity of the best checkpoint: standard and (if configured) MC dropout."""
         t = self.cfg.train
         best = self.out / "best.pt"
-        if best.is_file():
-            st = ckpt.require(ckpt.load(best, map_location=self.device), ("model",), best)
+        st = self._read(best, missing_ok=True)
+        if st is not None:
+            st = ckpt.require(st, ("model",), best)
             ckpt.load_weights(self.model, st["model"], best)   # this run's own: same config
+        # Under torchrun every rank evaluates the whole test stream with the same weights and
+        # (reseeded here) the same MC-dropout masks: each gets the single-process numbers.
         with self._autocast():
             res = {"valid_ppl": perplexity(self.model, self.valid_data, t.bptt),
                    "test_ppl": perplexity(self.model, self.test_data, t.bptt)}
@@ -510,6 +705,8 @@ class LMTrainer:
         if self.cfg.data.layout == "chars":
             res.update({k.replace("_ppl", "_bpc"): math.log2(v) for k, v in list(res.items())})
         res["epochs"] = len(self.state.history)
+        if self.world.rank != 0:
+            return res
         with open(self.out / "final.json", "w") as f:
             json.dump(res, f, indent=2)
         self.log("final: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"

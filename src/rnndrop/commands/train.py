@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..config import has_dropout, load_config
 from ..data.lm import load_lm_corpus, resolve_data
 from ..data.text import batchify
@@ -105,23 +106,37 @@ def train_command(args) -> int:
     # The path and layout actually read go into the config, hence into every checkpoint:
     # eval, --resume and generate then find the data without --data.
     cfg.data, note = resolve_data(cfg.data, args.data, strict=sets_layout(args.set))
-    if note:
-        print(note)
-    with warnings_as_lines():
-        corpus = load_lm_corpus(cfg.data)
-        if resume is not None:
-            check_split(corpus, resume.parent)
-    _large_vocab_hint(cfg, len(corpus.vocab))
-    trainer = LMTrainer(cfg, corpus, out, progress=not args.no_progress)
-    # A single file: which tokens went where, of what file. Written when the run starts only:
-    # a resumed run keeps its record (check_split compared it), a refused one another run's.
-    if corpus.split is not None and resume is None and not (Path(out) / "last.pt").is_file():
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / SPLIT_FILE).write_text(json.dumps(corpus.split, indent=1) + "\n")
-    if resume is not None:
-        trainer.resume(resume)
-    print(f"run directory: {out}")
-    trainer.train(max_minutes=args.max_minutes)
+    # Under torchrun: the process group for the run (nothing for a single process).
+    with distributed.process_group(cfg.train.device, cfg.train.dist_timeout) as world, \
+            distributed.peer_errors_as_one_line(world, cfg.train.dist_timeout):
+        lead = world.rank == 0          # notes, warnings and split.json once, not per rank
+        if note and lead:
+            print(note)
+        trainer = None
+        try:
+            with warnings_as_lines(show=lead):
+                corpus = load_lm_corpus(cfg.data)
+                if resume is not None:
+                    check_split(corpus, resume.parent)
+            if lead:
+                _large_vocab_hint(cfg, len(corpus.vocab))
+            trainer = LMTrainer(cfg, corpus, out, progress=not args.no_progress)
+            # A single file: which tokens went where, of what file. Written when the run starts
+            # only: a resumed run keeps its record (check_split compared it), a refused one
+            # another run's.
+            if lead and corpus.split is not None and resume is None \
+                    and not (Path(out) / "last.pt").is_file():
+                Path(out).mkdir(parents=True, exist_ok=True)
+                (Path(out) / SPLIT_FILE).write_text(json.dumps(corpus.split, indent=1) + "\n")
+            if resume is not None:
+                trainer.resume(resume)
+            if lead:
+                print(f"run directory: {out}"
+                      + (f" ({world.size} processes)" if world.distributed else ""))
+            trainer.train(max_minutes=args.max_minutes)
+        finally:
+            if trainer is not None:
+                trainer.close()      # before the process group goes (see LMTrainer.close)
     return 0
 
 
@@ -139,15 +154,16 @@ def _large_vocab_hint(cfg, vocab_size: int) -> None:
 
 
 @contextlib.contextmanager
-def warnings_as_lines():
+def warnings_as_lines(show: bool = True):
     """Warnings raised in the block (identical splits, a changed file) printed as one
-    ``warning: ...`` line each on stderr, not Python's file:line and source-line pair."""
+    ``warning: ...`` line each on stderr, not Python's file:line and source-line pair
+    (``show=False``: dropped, e.g. on the ranks other than 0 of a distributed run)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         try:
             yield
         finally:
-            for w in caught:
+            for w in caught if show else ():
                 print(f"warning: {w.message}", file=sys.stderr)
 
 
