@@ -17,11 +17,22 @@ from typing import Any, Optional
 
 @dataclass
 class DataConfig:
-    dir: Optional[str] = None           # None: $RNNDROP_DATA/ptb for layout "ptb"
-    layout: str = "ptb"                 # ptb | wikitext | chars | imdb-lm
+    # A directory (a layout's three splits) or one text file (split below). None:
+    # $RNNDROP_DATA/ptb for layout "ptb". `rnndrop train` writes the path it read here (absolute),
+    # and the layout it found, so a checkpoint's eval, resume and generate need no --data.
+    dir: Optional[str] = None
+    # ptb | wikitext | words ({train,valid,test}.txt, word tokens) | chars (the same files, or
+    # one file, every character a token) | imdb-lm. A recipe's layout that does not fit the
+    # data is replaced by the one found there; one given with --set is kept.
+    layout: str = "ptb"
     unk: str = "error"                  # policy when valid/test have words unseen in train
     max_vocab: Optional[int] = None     # imdb-lm: keep at most this many words (None: no cap)
     min_count: int = 2                  # imdb-lm: rarer train words become <unk>
+    # One text file: the tokens are cut into a contiguous valid block and a contiguous test
+    # block (these shares of the file; train is the rest) at a place drawn with split_seed.
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.05
+    split_seed: int = 0
 
 
 @dataclass
@@ -217,7 +228,7 @@ def model_differences(saved: dict, cfg: RunConfig) -> str:
 
 
 # ------------------------------------------------------------------------------ value checks
-LAYOUTS = ("ptb", "wikitext", "chars", "imdb-lm")
+LAYOUTS = ("ptb", "wikitext", "words", "chars", "imdb-lm")
 UNK_POLICIES = ("error", "add", "map")
 SCHEMES = ("none", "zaremba", "variational")
 OUTPUTS = ("full", "sampled", "adaptive")
@@ -259,6 +270,18 @@ def _check_data(d: DataConfig, errors: list) -> None:
     _choice(errors, "data.unk", d.unk, UNK_POLICIES)
     _int(errors, "data.max_vocab", d.max_vocab, 2, optional=True)
     _int(errors, "data.min_count", d.min_count, 1)
+    _real(errors, "data.valid_fraction", d.valid_fraction, 0.0, 0.5, lo_open=True)
+    _real(errors, "data.test_fraction", d.test_fraction, 0.0, 0.5, lo_open=True)
+    _int(errors, "data.split_seed", d.split_seed, 0)
+
+
+def has_dropout(m: ModelConfig) -> bool:
+    """Whether a model of this config is stochastic in training mode (dropout or zoneout at
+    some site): without, MC dropout's passes are all the deterministic one."""
+    rates = {"none": (), "zaremba": (m.dropout,),
+             "variational": (m.dropout_embedding, m.dropout_input, m.dropout_hidden,
+                             m.dropout_output)}.get(m.scheme, ())
+    return any(r > 0 for r in rates) or m.zoneout_hidden > 0 or m.zoneout_cell > 0
 
 
 def _check_model(m: ModelConfig, errors: list) -> None:

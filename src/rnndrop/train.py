@@ -655,6 +655,8 @@ class LMTrainer:
                "step": st.step}
         if self.model.learn_dropout:
             rec["dropout_rates"] = self.model.dropout_rates()
+        if self.cfg.data.layout == "chars":      # a character model: bits per character too
+            rec["valid_bpc"] = math.log2(val)
         self._at("epoch_end")
         with self._signals.hold():
             st.history.append(rec)
@@ -700,6 +702,8 @@ class LMTrainer:
                 res["test_ppl_mc"] = perplexity(self.model, self.test_data, t.bptt,
                                                 t.mc_samples,
                                                 mc_batch=default_mc_batch(self.model, t))
+        if self.cfg.data.layout == "chars":
+            res.update({k.replace("_ppl", "_bpc"): math.log2(v) for k, v in list(res.items())})
         res["epochs"] = len(self.state.history)
         if self.world.rank != 0:
             return res

@@ -65,7 +65,7 @@ def _corpus(cfg, data: Optional[str]):
         d = str(Path(os.environ["RNNDROP_DATA"]) / "ptb")
     if d is None:
         return None, "no data directory (--data, data.dir or $RNNDROP_DATA)"
-    if not Path(d).is_dir():
+    if not Path(d).exists():        # a directory, or the one text file a run was split from
         return None, f"data directory {d} not found"
     try:
         return load_lm_corpus(cfg.data, d), ""

@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import math
+import sys
+import warnings
 from pathlib import Path
 
 import torch
 
 from .. import distributed
-from ..config import load_config
-from ..data.lm import load_lm_corpus
+from ..config import has_dropout, load_config
+from ..data.lm import load_lm_corpus, resolve_data
 from ..data.text import batchify
 from ..demo import run_demo
 from ..evaluate import perplexity
-from ..runs import config_of, load_run, read_checkpoint
+from ..runs import SPLIT_FILE, check_split, config_of, load_run, read_checkpoint, sets_layout
 from ..train import LMTrainer, default_mc_batch
 
 
@@ -25,7 +30,9 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train a language model from a recipe (configs/*.toml)")
     p.add_argument("config", nargs="?", help="recipe file; optional with --resume CHECKPOINT")
     _add_set(p)
-    p.add_argument("--data", help="data directory (default: data.dir, else $RNNDROP_DATA)")
+    p.add_argument("--data", help="a corpus folder (its layout is found: ptb, wikitext, "
+                   "{train,valid,test}.txt, imdb-lm) or one text file (split 90/5/5); default: "
+                   "data.dir, else $RNNDROP_DATA")
     p.add_argument("--out", help="run directory (default: runs/<recipe name>)")
     p.add_argument("--resume", nargs="?", const="", metavar="CHECKPOINT",
                    help="continue a run (default: <out>/last.pt)")
@@ -46,7 +53,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--mc", type=int, default=0, metavar="N", help="MC-dropout samples")
     p.add_argument("--mc-batch", type=int, default=0, help="samples per pass (0: automatic)")
     p.add_argument("--split", choices=["test", "valid", "train"], default="test")
-    p.add_argument("--data", help="data directory (default: the checkpoint's)")
+    p.add_argument("--data", help="corpus folder or text file (default: the checkpoint's)")
     p.add_argument("--device", help="cpu or cuda (default: cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's own)")
     p.add_argument("--seed", type=int, default=0)
@@ -96,16 +103,34 @@ def train_command(args) -> int:
         cfg = load_config(args.config, overrides)
     else:
         cfg = config_of(read_checkpoint(resume, keys=("config",)), resume, overrides)
+    # The path and layout actually read go into the config, hence into every checkpoint:
+    # eval, --resume and generate then find the data without --data.
+    cfg.data, note = resolve_data(cfg.data, args.data, strict=sets_layout(args.set))
     # Under torchrun: the process group for the run (nothing for a single process).
     with distributed.process_group(cfg.train.device, cfg.train.dist_timeout) as world, \
             distributed.peer_errors_as_one_line(world, cfg.train.dist_timeout):
+        lead = world.rank == 0          # notes, warnings and split.json once, not per rank
+        if note and lead:
+            print(note)
         trainer = None
         try:
-            corpus = load_lm_corpus(cfg.data, args.data)
+            with warnings_as_lines(show=lead):
+                corpus = load_lm_corpus(cfg.data)
+                if resume is not None:
+                    check_split(corpus, resume.parent)
+            if lead:
+                _large_vocab_hint(cfg, len(corpus.vocab))
             trainer = LMTrainer(cfg, corpus, out, progress=not args.no_progress)
+            # A single file: which tokens went where, of what file. Written when the run starts
+            # only: a resumed run keeps its record (check_split compared it), a refused one
+            # another run's.
+            if lead and corpus.split is not None and resume is None \
+                    and not (Path(out) / "last.pt").is_file():
+                Path(out).mkdir(parents=True, exist_ok=True)
+                (Path(out) / SPLIT_FILE).write_text(json.dumps(corpus.split, indent=1) + "\n")
             if resume is not None:
                 trainer.resume(resume)
-            if world.rank == 0:
+            if lead:
                 print(f"run directory: {out}"
                       + (f" ({world.size} processes)" if world.distributed else ""))
             trainer.train(max_minutes=args.max_minutes)
@@ -113,6 +138,33 @@ def train_command(args) -> int:
             if trainer is not None:
                 trainer.close()      # before the process group goes (see LMTrainer.close)
     return 0
+
+
+# A full softmax's (T·B, V) logits dominate a CPU step from here on: docs/results/softmax.md
+# measured the whole step 5.5x (sampled, k=1024) / 3.6x (adaptive) faster at V = 10k and
+# 11.1x / 10.7x at V = 49k.
+LARGE_VOCAB = 20_000
+
+
+def _large_vocab_hint(cfg, vocab_size: int) -> None:
+    if cfg.model.output == "full" and cfg.train.device == "cpu" and vocab_size >= LARGE_VOCAB:
+        print(f"note: a full softmax over {vocab_size:,} words is slow on a CPU; "
+              f'--set model.output="adaptive" or "sampled" made a training step ~11x faster at '
+              f"49k words (docs/results/softmax.md)")
+
+
+@contextlib.contextmanager
+def warnings_as_lines(show: bool = True):
+    """Warnings raised in the block (identical splits, a changed file) printed as one
+    ``warning: ...`` line each on stderr, not Python's file:line and source-line pair
+    (``show=False``: dropped, e.g. on the ranks other than 0 of a distributed run)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            for w in caught if show else ():
+                print(f"warning: {w.message}", file=sys.stderr)
 
 
 def set_threads(n) -> None:
@@ -126,15 +178,27 @@ def set_threads(n) -> None:
 def eval_command(args) -> int:
     set_threads(args.threads)
     device = args.device or "cpu"
-    run = load_run(args.checkpoint, args.set, corpus=True, data_dir=args.data, device=device)
+    with warnings_as_lines():
+        run = load_run(args.checkpoint, args.set, corpus=True, data_dir=args.data, device=device)
     t = run.config.train
     data = batchify(getattr(run.corpus, args.split), t.eval_batch_size)
     ppl = perplexity(run.model, data, t.bptt, progress=not args.no_progress)
-    print(f"{args.split} perplexity (dropout approximation): {ppl:.2f}")
-    if args.mc:
+    print(f"{args.split} perplexity (dropout approximation): {ppl:.2f}{_bpc(run.config, ppl)}")
+    if args.mc and not has_dropout(run.config.model):
+        # every MC pass would be the deterministic one: say so rather than repeat it N times
+        print(f"--mc {args.mc}: the model has no dropout (model.scheme={run.config.model.scheme!r},"
+              f" no zoneout), so MC dropout equals the line above; evaluated once")
+    elif args.mc:
         torch.manual_seed(args.seed)
         mc = perplexity(run.model, data, t.bptt, args.mc,
                         mc_batch=args.mc_batch or default_mc_batch(run.model, t),
                         progress=not args.no_progress)
-        print(f"{args.split} perplexity (MC dropout, {args.mc} samples): {mc:.2f}")
+        print(f"{args.split} perplexity (MC dropout, {args.mc} samples): {mc:.2f}"
+              f"{_bpc(run.config, mc)}")
     return 0
+
+
+def _bpc(cfg, ppl: float) -> str:
+    """", 1.23 bits per character" for a character model (log2 of the per-token perplexity;
+    a line's <eos> counts as its newline character), else ""."""
+    return f", {math.log2(ppl):.3f} bits per character" if cfg.data.layout == "chars" else ""

@@ -1,13 +1,16 @@
 """Word-level (and character-level) language-modelling corpora.
 
-Layouts: Mikolov's PTB (``ptb.{train,valid,test}.txt``), WikiText (``wiki.{train,valid,test}.tokens``)
-and ``chars`` (any ``{train,valid,test}.txt``: every character a token). One ``<eos>`` is appended
-per line. The vocabulary is built on train, ids sorted by descending train frequency (ties: first
+Layouts: Mikolov's PTB (``ptb.{train,valid,test}.txt``), WikiText (``wiki.{train,valid,test}.tokens``),
+``words`` (any ``{train,valid,test}.txt``, whitespace-separated words) and ``chars`` (the same
+files, every character a token); or one text file split into train/valid/test
+(:func:`load_text_file`). One ``<eos>`` is appended per line. The vocabulary is built on train, ids sorted by descending train frequency (ties: first
 appearance), so id order is the Zipfian order that sampled-softmax proposals assume.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,9 @@ from torch import Tensor
 from ._download import DataError, data_root, ensure_file
 
 EOS, UNK = "<eos>", "<unk>"
-_LAYOUTS = {"ptb": "ptb.{}.txt", "wikitext": "wiki.{}.tokens", "chars": "{}.txt"}
+# "auto" tries these in order: a bare train.txt is read as chars (as before "words" existed).
+_LAYOUTS = {"ptb": "ptb.{}.txt", "wikitext": "wiki.{}.tokens", "chars": "{}.txt",
+            "words": "{}.txt"}
 SPLITS = ("train", "valid", "test")
 
 
@@ -72,11 +77,13 @@ class Vocabulary:
 
 @dataclass
 class Corpus:
-    """``train``/``valid``/``test``: 1-D LongTensors of ids; ``vocab``: the train vocabulary."""
+    """``train``/``valid``/``test``: 1-D LongTensors of ids; ``vocab``: the train vocabulary;
+    ``split``: where the splits came from in a single file (:func:`load_text_file`), else None."""
     train: Tensor
     valid: Tensor
     test: Tensor
     vocab: Vocabulary
+    split: Optional[dict] = None
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -124,18 +131,73 @@ def load_corpus(path: os.PathLike | str, layout: str = "auto", unk: str = "error
         raise ValueError(f"unk must be 'error', 'add' or 'map', got {unk!r}")
     files = {s: root / _LAYOUTS[layout].format(s) for s in SPLITS}
     toks = {s: _tokens(f, layout == "chars") for s, f in files.items()}
+    _warn_identical(toks, {s: str(f) for s, f in files.items()})
+    return _corpus(toks, unk, {s: str(f) for s, f in files.items()})
+
+
+def _warn_identical(toks: dict, names: dict) -> None:
+    """A warning when two splits hold the same text: valid or test perplexity would then
+    measure memorisation, not generalisation (an easy slip when copying one file three times)."""
+    same = [(a, b) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:] if toks[a] == toks[b]]
+    for a, b in same:
+        warnings.warn(f"{names[a]} and {names[b]} have identical contents: the {b} perplexity "
+                      f"will not measure generalisation", UserWarning, stacklevel=3)
+
+
+def _corpus(toks: dict, unk: str, names: dict, split: Optional[dict] = None) -> Corpus:
+    """The corpus of tokenised splits: vocabulary built on train, ``unk`` policy for unseen
+    valid/test tokens (``names``: what to call each split in an error)."""
+    if unk not in ("error", "add", "map"):
+        raise ValueError(f"unk must be 'error', 'add' or 'map', got {unk!r}")
     vocab = Vocabulary.build(toks["train"])
     if UNK not in vocab:
         unseen = {s: next((w for w in toks[s] if w not in vocab), None) for s in ("valid", "test")}
         bad = [s for s, w in unseen.items() if w is not None]
         if bad and unk in ("error", "map"):
             s = bad[0]
-            raise DataError(f"{files[s]}: word {unseen[s]!r} does not occur in {files['train'].name}"
-                            f" and the corpus has no {UNK}; choose unk='add' (--set data.unk=add)")
+            raise DataError(f"{names[s]}: word {unseen[s]!r} does not occur in "
+                            f"{Path(names['train']).name} and the corpus has no {UNK}; choose "
+                            f"unk='add' (--set data.unk=add)")
         if unk == "add":
             vocab = Vocabulary(vocab.itos + [UNK], vocab.counts.tolist() + [0])
     ids = {s: vocab.encode(t, UNK if UNK in vocab else None) for s, t in toks.items()}
-    return Corpus(ids["train"], ids["valid"], ids["test"], vocab)
+    return Corpus(ids["train"], ids["valid"], ids["test"], vocab, split)
+
+
+def load_text_file(path: os.PathLike | str, chars: bool = False, valid_fraction: float = 0.05,
+                   test_fraction: float = 0.05, seed: int = 0, unk: str = "error") -> Corpus:
+    """One text file (a novel, a code dump) as a corpus: its token stream (words, or every
+    character with ``chars``; ``<eos>`` per line) cut into a contiguous valid block of
+    ``valid_fraction`` of the tokens followed by a contiguous test block of ``test_fraction``,
+    starting at a token drawn with ``seed``; train is everything before and after.
+
+    Blocks keep the running text a language model is evaluated on (a shuffle of lines would
+    not), and the drawn start keeps the held-out text from always being the file's ending.
+    ``corpus.split`` records the token ranges, the file's size and SHA-256, so a run can show
+    which split it used; the same file, fractions and seed give the same split.
+    """
+    path = Path(path)
+    for name, f in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < f < 0.5:
+            raise ValueError(f"data.{name} must be in (0, 0.5), got {f!r}")
+    toks = _tokens(path, chars)
+    n = len(toks)
+    n_valid, n_test = max(1, round(valid_fraction * n)), max(1, round(test_fraction * n))
+    if n - n_valid - n_test < 2:
+        raise DataError(f"{path}: {n} tokens are too few to split off valid and test "
+                        f"(data.valid_fraction={valid_fraction}, data.test_fraction={test_fraction})")
+    held = n_valid + n_test
+    g = torch.Generator().manual_seed(seed)
+    start = int(torch.randint(0, n - held + 1, (1,), generator=g))
+    parts = {"train": toks[:start] + toks[start + held:],
+             "valid": toks[start:start + n_valid],
+             "test": toks[start + n_valid:start + held]}
+    split = {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+             "tokens": n, "valid": [start, start + n_valid], "test": [start + n_valid, start + held],
+             "valid_fraction": valid_fraction, "test_fraction": test_fraction, "seed": seed,
+             "chars": chars}
+    names = {s: f"{path} ({s} split)" for s in SPLITS}
+    return _corpus(parts, unk, names, split)
 
 
 def load_ptb(root: Optional[os.PathLike | str] = None) -> Corpus:
