@@ -1,6 +1,6 @@
 """Real signals in a child process: SIGINT, SIGTERM and SIGKILL at random steps, and a SIGKILL
 inside a checkpoint write, then --resume until the run ends; every tensor, metrics.jsonl and
-steps.jsonl equal those of an uninterrupted run, for every dropout scheme."""
+steps.jsonl equal those of an uninterrupted run (variational masks, variable BPTT)."""
 import json
 
 import pytest
@@ -14,8 +14,12 @@ from rnndrop.train import LMTrainer
 EVENTS = ("SIGINT", "SIGTERM", "SIGKILL", "write")
 
 
+# The two schemes with the most state to restore (per-sequence masks from the RNG, and window
+# lengths drawn from a second generator); "none" and "zaremba" go through the same code with
+# less of it, and test_train_resume interrupts all four at every point of a step. (All four
+# here took 2.5 of CI's 10 minutes.)
 @pytest.mark.slow
-@pytest.mark.parametrize("scheme", list(LM_SCHEMES))
+@pytest.mark.parametrize("scheme", ["variational", "variable-bptt"])
 def test_signals_and_kills_then_resume_equal_an_uninterrupted_run(tmp_path, scheme):
     data = write_lm_corpus(tmp_path / "data", n_train=200)
     recipe = write_recipe(tmp_path / "tiny.toml")

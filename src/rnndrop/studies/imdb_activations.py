@@ -178,11 +178,14 @@ def grad_batch(data: Encoded, n: int, max_len: int) -> Encoded:
 def measure_grad_norms(model: SentimentClassifier, batch: Encoded) -> dict:
     """``‖∂L/∂h_t‖`` for every step on ``batch`` (mean cross-entropy of the head on the last
     real step), with :func:`rnndrop.diagnostics.grad_norms_over_time`; dropout off. None for a
-    bidirectional encoder (its steps have two states, one per direction: no single curve).
+    bidirectional encoder (its steps have two states, one per direction: no single curve), and
+    for one with zoneout (the re-run's cells have none, so its curve would be another model's).
 
     Measured on a float64 copy of the model: over 200 steps a vanilla RNN's gradient falls below
     the smallest float32 (it would read as exactly 0); the model itself is not touched."""
-    if model.encoder.num_directions > 1:
+    enc = model.encoder.rnn if hasattr(model.encoder, "rnn") else model.encoder
+    if model.encoder.num_directions > 1 or getattr(enc, "zoneout_hidden", 0) \
+            or getattr(enc, "zoneout_cell", 0):
         return None
     m = copy.deepcopy(model).to(torch.float64).eval()
     T = int(batch.lengths.max())
