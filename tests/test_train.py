@@ -206,3 +206,14 @@ def test_a_divergence_read_back_late_still_restores_the_last_good_checkpoint(cor
     assert st["train_state"]["step"] == 10 and tr.state.step == 10
     for k, v in tr.model.state_dict().items():
         assert torch.equal(v, good[k]), k
+
+
+def test_mc_samples_on_a_model_without_dropout_evaluates_once(corpus, tmp_path):
+    """train.mc_samples on scheme 'none': MC would repeat the deterministic pass S times; the
+    trainer says so in one line and reports the test perplexity as the MC one."""
+    lines = []
+    tr = LMTrainer(tiny_cfg(**{"train.epochs": 1, "train.mc_samples": 5}), corpus,
+                   tmp_path / "run", progress=False, log=lines.append)
+    res = tr.train()
+    assert res["test_ppl_mc"] == res["test_ppl"]
+    assert sum("the model has no dropout" in l for l in lines) == 1

@@ -51,7 +51,7 @@ from . import checkpoint as ckpt
 from . import distributed, rundir
 from ._signals import StopSignals
 from .clipping import ClipMonitor, ClipStats, clip_grad_norm_tensor
-from .config import RunConfig
+from .config import RunConfig, has_dropout
 from .data.text import batchify, bptt_windows, check_vocab
 from .evaluate import exp_or_inf, perplexity
 from .models.lm import RNNLanguageModel
@@ -697,7 +697,12 @@ class LMTrainer:
         with self._autocast():
             res = {"valid_ppl": perplexity(self.model, self.valid_data, t.bptt),
                    "test_ppl": perplexity(self.model, self.test_data, t.bptt)}
-            if t.mc_samples:
+            if t.mc_samples and not has_dropout(self.cfg.model):
+                # every MC pass would be the deterministic one: say so, do not repeat it S times
+                res["test_ppl_mc"] = res["test_ppl"]
+                self.log(f"train.mc_samples={t.mc_samples}: the model has no dropout, so MC "
+                         f"dropout equals the test perplexity; evaluated once")
+            elif t.mc_samples:
                 torch.manual_seed(t.seed)
                 res["test_ppl_mc"] = perplexity(self.model, self.test_data, t.bptt,
                                                 t.mc_samples,
