@@ -30,26 +30,9 @@ from rnndrop.models.lm import RNNLanguageModel
 from rnndrop.train import default_mc_batch
 
 
-@torch.no_grad()
-def own_work(model, source, bptt: int, samples: int, chunk: int) -> None:
-    """Forward and logits only, chunk by chunk of samples, as the evaluation runs them."""
-    model.train()
-    B = source.shape[1]
-    for start in range(0, samples, chunk):
-        s = min(chunk, samples - start)
-        state = model.init_state(B * s)
-        for _, x, _ in bptt_windows(source, bptt):
-            hidden, state = model(x.repeat(1, s), state)
-            h = hidden.reshape(-1, hidden.shape[-1])
-            rows = max(1, (1 << 22) // model.vocab_size)
-            for i in range(0, h.shape[0], rows):
-                model.decoder.logits(h[i:i + rows])
-
-
-@torch.no_grad()
-def full_block_eval(model, source, bptt: int, samples: int, chunk: int) -> None:
-    """The evaluation as it was before 2026-12-02: the whole ``(T, S·B, V)`` log-softmax per
-    window, then the targets gathered from it (kept here as the "before" of speed.md)."""
+def replicated_passes(model, source, bptt: int, samples: int, chunk: int):
+    """The model's forward over every window, ``chunk`` samples at a time, as the evaluation
+    runs it (training mode: the masks on); yields ``(hidden (T, s·B, H), targets (T, s·B))``."""
     model.train()
     B = source.shape[1]
     for start in range(0, samples, chunk):
@@ -57,7 +40,25 @@ def full_block_eval(model, source, bptt: int, samples: int, chunk: int) -> None:
         state = model.init_state(B * s)
         for _, x, y in bptt_windows(source, bptt):
             hidden, state = model(x.repeat(1, s), state)
-            model.log_prob(hidden).gather(-1, y.repeat(1, s).unsqueeze(-1))
+            yield hidden, y.repeat(1, s)
+
+
+@torch.no_grad()
+def own_work(model, source, bptt: int, samples: int, chunk: int) -> None:
+    """Forward and logits only (16 MB row blocks of logits, reused)."""
+    rows = max(1, (1 << 22) // model.vocab_size)
+    for hidden, _ in replicated_passes(model, source, bptt, samples, chunk):
+        h = hidden.reshape(-1, hidden.shape[-1])
+        for i in range(0, h.shape[0], rows):
+            model.decoder.logits(h[i:i + rows])
+
+
+@torch.no_grad()
+def full_block_eval(model, source, bptt: int, samples: int, chunk: int) -> None:
+    """The evaluation as it was before 2026-12-02: the whole ``(T, S·B, V)`` log-softmax per
+    window, then the targets gathered from it (kept here as the "before" of speed.md)."""
+    for hidden, y in replicated_passes(model, source, bptt, samples, chunk):
+        model.log_prob(hidden).gather(-1, y.unsqueeze(-1))
 
 
 def main():

@@ -22,42 +22,9 @@ from ._gemm import Linear
 
 
 def _forward_loop(xp, h0, w, b, m, mode, packed):
-    T, B, G = xp.shape
-    H = G // 3
-    S = xp.new_empty(T, B, 4 * H)
-    out = xp.new_empty(T, B, H)
-    untied = mode == MaskMode.UNTIED
-    if untied:
-        wb = w.view(3, H, H).transpose(1, 2)
-        bb = b.view(3, 1, H) if b is not None else None
-    else:
-        lin = Linear(w, B, packed)
-    h = h0
-    for t in range(T):
-        s, x = S[t], xp[t]
-        if untied:
-            hm = h.unsqueeze(0) * m
-            hh = torch.baddbmm(bb, hm, wb) if bb is not None else torch.bmm(hm, wb)  # (3, B, H)
-            hr, hz, hn = hh[0], hh[1], hh[2]
-            torch.add(x[:, :H], hr, out=s[:, :H])
-            torch.add(x[:, H:2 * H], hz, out=s[:, H:2 * H])
-        else:
-            hh = lin(h if mode == MaskMode.NONE else h * m)
-            if b is not None:
-                hh.add_(b)
-            hn = hh[:, 2 * H:]
-            torch.add(x[:, :2 * H], hh[:, :2 * H], out=s[:, :2 * H])
-        rz = s[:, :2 * H]
-        rz.sigmoid_()
-        n = s[:, 2 * H:3 * H]
-        torch.addcmul(x[:, 2 * H:], s[:, :H], hn, out=n)
-        n.tanh_()
-        s[:, 3 * H:].copy_(hn)
-        ht = out[t]
-        torch.sub(h, n, out=ht)
-        ht.mul_(s[:, H:2 * H]).add_(n)  # h = n + z (h_prev - n)
-        h = ht
-    return S, out
+    """The torch-op recurrence: ``S`` (T, B, 4H: r, z, n and the recurrent n-term) and the
+    outputs (T, B, H); the zoneout loop with no zoneout (one loop body for both)."""
+    return _forward_loop_zoneout(xp, h0, w, b, m, mode, packed, None)
 
 
 def _backward_loop(dout, dhT, h0, w, m, mode, S, out, packed, need_h0, need_w):

@@ -30,34 +30,9 @@ from ._gemm import Linear
 
 def _forward_loop(xp: Tensor, h0: Tensor, c0: Tensor, w: Tensor, m: Optional[Tensor],
                   mode: MaskMode, packed: bool):
-    T, B, G = xp.shape
-    H = G // 4
-    A = xp.new_empty(T, B, G)
-    C = xp.new_empty(T, B, H)
-    out = xp.new_empty(T, B, H)
-    untied = mode == MaskMode.UNTIED
-    if untied:
-        wb = w.view(4, H, H).transpose(1, 2)  # gate k: (h ∘ m_k) @ W_kᵀ
-    else:
-        lin = Linear(w, B, packed)
-    h, c = h0, c0
-    for t in range(T):
-        a = A[t]
-        if untied:
-            pre = torch.baddbmm(xp[t].view(B, 4, H).transpose(0, 1), h.unsqueeze(0) * m, wb)
-            torch.sigmoid(pre.transpose(0, 1), out=a.view(B, 4, H))
-            torch.tanh(pre[2], out=a[:, 2 * H:3 * H])
-        else:
-            pre = lin.add(h if mode == MaskMode.NONE else h * m, xp[t])
-            torch.sigmoid(pre, out=a)
-            torch.tanh(pre[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])
-        ct = C[t]
-        torch.mul(a[:, H:2 * H], c, out=ct)
-        ct.addcmul_(a[:, :H], a[:, 2 * H:3 * H])
-        ht = out[t]
-        torch.tanh(ct, out=ht)
-        ht.mul_(a[:, 3 * H:])
-        h, c = ht, ct
+    """The torch-op recurrence: gates ``A`` (T, B, 4H), cells ``C`` and outputs (T, B, H); the
+    zoneout loop with no zoneout (one loop body for both)."""
+    A, C, _, out = _forward_loop_zoneout(xp, h0, c0, w, m, mode, packed, None, None)
     return A, C, out
 
 
