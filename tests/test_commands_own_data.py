@@ -131,3 +131,18 @@ def test_large_vocabulary_full_softmax_on_cpu_prints_one_hint(capsys):
     cfg.model.output = "adaptive"
     _large_vocab_hint(cfg, 33_278)
     assert capsys.readouterr().out == ""
+
+
+def test_a_latin1_text_file_needs_and_honours_encoding(tmp_path, capsys):
+    novel = tmp_path / "novel.txt"
+    novel.write_bytes(("caf\xe9 au lait et cr\xe8me\n" * 60).encode("latin-1"))
+    argv = ["train", _recipe(tmp_path), "--data", str(novel), "--out", str(tmp_path / "r"),
+            "--set", "data.layout=chars", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "novel.txt: not valid utf-8 at byte 3 (line 1); pass --encoding latin-1" in err
+    assert main(argv + ["--encoding", "latin-1"]) == 0
+    run = ckpt.load(tmp_path / "r" / "best.pt")
+    assert run["config"]["data"]["encoding"] == "latin-1" and "\xe9" in run["vocab"]["itos"]
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "r" / "best.pt"), "--no-progress"]) == 0   # remembered

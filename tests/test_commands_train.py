@@ -132,7 +132,7 @@ def test_threads_option_is_train_threads(tmp_path, capsys):
 
 
 def test_progress_bar_counts_tokens_and_shows_ppl_and_lr(tmp_path, monkeypatch):
-    import rnndrop.train as train_mod
+    import rnndrop.train.lm as train_mod
     bars = []
 
     class Bar:

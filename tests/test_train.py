@@ -131,7 +131,7 @@ def test_without_a_progress_bar_a_line_every_n_steps(corpus, tmp_path):
 
 
 def test_without_a_progress_bar_a_line_every_minute_by_default(corpus, tmp_path, monkeypatch):
-    import rnndrop.train as train_mod
+    import rnndrop.train.base as train_mod
     clock = [0.0]
     monkeypatch.setattr(train_mod.time, "monotonic", lambda: clock[0])
     lines = []

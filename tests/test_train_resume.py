@@ -160,7 +160,7 @@ def test_duplicate_epoch_line_is_not_kept_after_resume(corpus, tmp_path):
 
 def test_throughput_after_an_interrupt_counts_the_time_before_it(corpus, tmp_path, monkeypatch):
     """The interrupt path saves the time spent since the last checkpoint with the tokens."""
-    import rnndrop.train as train_mod
+    import rnndrop.train.base as train_mod
     clock = [0.0]
     monkeypatch.setattr(train_mod.time, "perf_counter", lambda: clock[0])
 

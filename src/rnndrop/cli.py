@@ -1,7 +1,7 @@
 """Command-line interface: ``rnndrop <command> ...`` (also ``python -m rnndrop``).
 
 Only wiring: each command lives in :mod:`rnndrop.commands` (train, eval, demo, diagnose,
-generate) or is a study (:mod:`rnndrop.studies`); errors the user can act on become one line and exit code 2.
+generate, classify) or is a study (:mod:`rnndrop.studies`); errors the user can act on become one line and exit code 2.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import os
 import sys
 
 from .checkpoint import CheckpointError
-from .commands import diagnose, generate, train
+from .commands import classify, diagnose, generate, train
 from .data import DataError
 from .studies import add_study_cli
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parsers(sub)
     diagnose.add_parsers(sub)
     generate.add_parsers(sub)
+    classify.add_parsers(sub)
     add_study_cli(sub)
     return parser
 

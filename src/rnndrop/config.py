@@ -1,4 +1,5 @@
-"""Run configuration for language-model recipes: dataclasses, read from TOML, overridable.
+"""Run configuration: dataclasses, read from TOML, overridable (language-model recipes here;
+the classifier's in :mod:`rnndrop.classify.config`, on the same machinery).
 
 A recipe (``configs/*.toml``) has three tables, ``[data]``, ``[model]`` and ``[train]``, whose
 keys are the fields below. ``--set model.hidden_size=200`` overrides one value. Unknown keys,
@@ -26,6 +27,7 @@ class DataConfig:
     # data is replaced by the one found there; one given with --set is kept.
     layout: str = "ptb"
     unk: str = "error"                  # policy when valid/test have words unseen in train
+    encoding: str = "utf-8"             # of the text files (--encoding)
     max_vocab: Optional[int] = None     # imdb-lm: keep at most this many words (None: no cap)
     min_count: int = 2                  # imdb-lm: rarer train words become <unk>
     # One text file: the tokens are cut into a contiguous valid block and a contiguous test
@@ -65,31 +67,23 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
+class CommonTrainConfig:
+    """What every trainer reads (:mod:`rnndrop.train.base`); a task's train table adds its own."""
     seed: int = 0
     epochs: int = 13
     batch_size: int = 20
     eval_batch_size: int = 10
-    bptt: int = 20
-    variable_bptt: bool = False
     optimizer: str = "sgd"              # sgd | adam
     lr: float = 1.0
-    lr_decay: float = 2.0               # lr /= lr_decay every epoch after decay_after
-    decay_after: int = 4
     clip: float = 5.0                   # global gradient-norm threshold (0: off)
-    # Linear lr warm-up over the first N steps (0: off): lr * step / N. Not in Zaremba's or
-    # Gal's recipes. (On the large variational recipe, 100 steps only delayed its early
-    # gradient spikes; docs/results/ptb.md.)
-    warmup_steps: int = 0
-    # "sum_over_time": the objective is the NLL summed over the BPTT window and averaged over
-    # the batch, as in Zaremba's and Gal's code, for which their lr = 1 and clip 5/10 are set.
-    # "mean": NLL averaged over all tokens (PyTorch's word_language_model; needs lr ≈ 20).
-    loss_reduction: str = "sum_over_time"
     weight_decay: float = 0.0           # Gal: after the step, w -= weight_decay * w
     device: str = "cpu"
     threads: int = 0                    # 0: torch default
     checkpoint_every: int = 500         # steps between mid-epoch checkpoints (0: epoch ends only)
     mc_samples: int = 0                 # MC-dropout samples for the final test evaluation
+    # Early stopping: stop after this many epochs in a row without a better validation score
+    # (0: off); the final evaluation uses best.pt either way.
+    patience: int = 0
     max_steps: int = 0                  # stop after this many steps in total (0: no limit)
     # A training loss per token above this counts as diverged, like NaN: the step is not applied
     # and the last good checkpoint is restored (0: 10 * ln(vocabulary size), ~92 nats on PTB;
@@ -111,43 +105,74 @@ class TrainConfig:
     # recurrent cell state stay float32); "fp16" adds a GradScaler (checkpointed). bf16 is the
     # CPU's (native with AVX512_BF16 / AMX); fp16 is for CUDA (on a CPU it runs, slowly).
     precision: str = "fp32"
+
+
+@dataclass
+class TrainConfig(CommonTrainConfig):
+    """The language model's train table: the common keys and truncated BPTT's."""
+    bptt: int = 20
+    variable_bptt: bool = False
+    lr_decay: float = 2.0               # lr /= lr_decay every epoch after decay_after
+    decay_after: int = 4
+    # Linear lr warm-up over the first N steps (0: off): lr * step / N. Not in Zaremba's or
+    # Gal's recipes. (On the large variational recipe, 100 steps only delayed its early
+    # gradient spikes; docs/results/ptb.md.)
+    warmup_steps: int = 0
+    # "sum_over_time": the objective is the NLL summed over the BPTT window and averaged over
+    # the batch, as in Zaremba's and Gal's code, for which their lr = 1 and clip 5/10 are set.
+    # "mean": NLL averaged over all tokens (PyTorch's word_language_model; needs lr ≈ 20).
+    loss_reduction: str = "sum_over_time"
     # Under torchrun: seconds a process waits for the others at a collective before it stops
     # with an error (a peer that died or hangs). A rank-0 checkpoint write must fit in it.
     dist_timeout: float = 300.0
 
 
-@dataclass
-class RunConfig:
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+class SectionedConfig:
+    """A recipe of three tables, ``data``, ``model`` and ``train`` (dataclass fields of the
+    subclass), read from a dict / TOML and checked by ``_check(errors)``."""
+
+    SECTIONS = ("data", "model", "train")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def validate(self, source: str = "config") -> "RunConfig":
+    def _check(self, errors: list) -> None:
+        raise NotImplementedError
+
+    def validate(self, source: str = "config"):
         """Check every value's range and choices; raise ``ValueError`` naming the key."""
         errors: list[str] = []
-        _check_data(self.data, errors)
-        _check_model(self.model, errors)
-        _check_train(self.train, errors)
+        self._check(errors)
         if errors:
             raise ValueError(f"{source}: {errors[0]}" + (f" (and {len(errors) - 1} more: "
                              + "; ".join(errors[1:]) + ")" if len(errors) > 1 else ""))
         return self
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config",
-                  validate: bool = True) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any], source: str = "config", validate: bool = True):
         cfg = cls()
         for section, values in d.items():
-            if section not in ("data", "model", "train"):
-                raise ValueError(f"{source}: unknown table [{section}] (expected [data], [model], [train])")
+            if section not in cls.SECTIONS:
+                raise ValueError(f"{source}: unknown table [{section}] (expected "
+                                 + ", ".join(f"[{s}]" for s in cls.SECTIONS) + ")")
             if not isinstance(values, dict):
                 raise ValueError(f"{source}: [{section}] must be a table")
             for key, value in values.items():
                 _set(cfg, f"{section}.{key}", value, source)
         return cfg.validate(source) if validate else cfg
+
+
+@dataclass
+class RunConfig(SectionedConfig):
+    """A language-model recipe (``configs/ptb-*.toml``)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def _check(self, errors: list) -> None:
+        _check_data(self.data, errors)
+        _check_model(self.model, errors)
+        _check_train(self.train, errors)
 
 
 def _coerce(value: Any, current: Any, key: str, source: str, ftype: str):
@@ -179,18 +204,20 @@ def _coerce(value: Any, current: Any, key: str, source: str, ftype: str):
     return value
 
 
-def _set(cfg: RunConfig, dotted: str, value: Any, source: str) -> None:
+def _set(cfg: SectionedConfig, dotted: str, value: Any, source: str) -> None:
     section, _, key = dotted.partition(".")
-    sub = getattr(cfg, section, None) if section in ("data", "model", "train") else None
+    sub = getattr(cfg, section, None) if section in cfg.SECTIONS else None
     names = {f.name: f for f in dataclasses.fields(sub)} if sub is not None else {}
     if sub is None or key not in names:
-        valid = [f"{s}.{f.name}" for s in ("data", "model", "train")
+        valid = [f"{s}.{f.name}" for s in cfg.SECTIONS
                  for f in dataclasses.fields(getattr(cfg, s))]
         raise ValueError(f"{source}: unknown key {dotted!r}; valid keys: {', '.join(valid)}")
     setattr(sub, key, _coerce(value, getattr(sub, key), dotted, source, str(names[key].type)))
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+def load_config(path: str | Path, overrides: list[str] = (), cls=None) -> SectionedConfig:
+    """A recipe file read into ``cls`` (default :class:`RunConfig`), ``--set`` overrides
+    applied, validated."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} not found")
@@ -198,12 +225,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"{path}: invalid TOML: {e}") from None
-    cfg = RunConfig.from_dict(raw, str(path), validate=False)
+    cfg = (cls or RunConfig).from_dict(raw, str(path), validate=False)
     apply_overrides(cfg, overrides, source=str(path))
     return cfg
 
 
-def apply_overrides(cfg: RunConfig, overrides: list[str], source: str = "config") -> RunConfig:
+def apply_overrides(cfg: SectionedConfig, overrides: list[str], source: str = "config"):
     """Apply ``key=value`` overrides (``--set``), then validate the whole config."""
     for item in overrides:
         if "=" not in item:
@@ -265,7 +292,16 @@ def _real(errors, key, value, lo: float, hi: float = math.inf, lo_open: bool = F
         errors.append(f"{key} must be a finite number {rng}, got {value!r}")
 
 
+def _check_encoding(errors, key, value) -> None:
+    import codecs
+    try:
+        codecs.lookup(value)
+    except (LookupError, TypeError):
+        errors.append(f"{key} must be a text encoding such as 'utf-8' or 'latin-1', got {value!r}")
+
+
 def _check_data(d: DataConfig, errors: list) -> None:
+    _check_encoding(errors, "data.encoding", d.encoding)
     _choice(errors, "data.layout", d.layout, LAYOUTS)
     _choice(errors, "data.unk", d.unk, UNK_POLICIES)
     _int(errors, "data.max_vocab", d.max_vocab, 2, optional=True)
@@ -328,24 +364,30 @@ def _check_model(m: ModelConfig, errors: list) -> None:
 
 
 def _check_train(t: TrainConfig, errors: list) -> None:
+    check_common_train(t, errors)
+    _int(errors, "train.bptt", t.bptt, 1)
+    _real(errors, "train.lr_decay", t.lr_decay, 0.0, lo_open=True)
+    _int(errors, "train.decay_after", t.decay_after, 0)
+    _int(errors, "train.warmup_steps", t.warmup_steps, 0)
+    _choice(errors, "train.loss_reduction", t.loss_reduction, LOSS_REDUCTIONS)
+    _real(errors, "train.dist_timeout", t.dist_timeout, 0.0, lo_open=True)
+
+
+def check_common_train(t: CommonTrainConfig, errors: list) -> None:
     _int(errors, "train.seed", t.seed, 0)
     _int(errors, "train.epochs", t.epochs, 1)
     _int(errors, "train.batch_size", t.batch_size, 1)
     _int(errors, "train.eval_batch_size", t.eval_batch_size, 1)
-    _int(errors, "train.bptt", t.bptt, 1)
     _choice(errors, "train.optimizer", t.optimizer, OPTIMIZERS)
     _real(errors, "train.lr", t.lr, 0.0, lo_open=True)
-    _real(errors, "train.lr_decay", t.lr_decay, 0.0, lo_open=True)
-    _int(errors, "train.decay_after", t.decay_after, 0)
     _real(errors, "train.clip", t.clip, 0.0)
-    _int(errors, "train.warmup_steps", t.warmup_steps, 0)
-    _choice(errors, "train.loss_reduction", t.loss_reduction, LOSS_REDUCTIONS)
     _real(errors, "train.weight_decay", t.weight_decay, 0.0, 1.0, hi_open=True)
     if not isinstance(t.device, str) or not _valid_device(t.device):
         errors.append(f"train.device must be 'cpu', 'cuda' or 'cuda:N', got {t.device!r}")
     _int(errors, "train.threads", t.threads, 0)
     _int(errors, "train.checkpoint_every", t.checkpoint_every, 0)
     _int(errors, "train.mc_samples", t.mc_samples, 0)
+    _int(errors, "train.patience", t.patience, 0)
     _int(errors, "train.max_steps", t.max_steps, 0)
     _real(errors, "train.divergence_loss", t.divergence_loss, 0.0)
     _int(errors, "train.log_every", t.log_every, 0)
@@ -353,7 +395,6 @@ def _check_train(t: TrainConfig, errors: list) -> None:
     if not isinstance(t.tf32, bool):
         errors.append(f"train.tf32 must be true or false, got {t.tf32!r}")
     _choice(errors, "train.precision", t.precision, PRECISIONS)
-    _real(errors, "train.dist_timeout", t.dist_timeout, 0.0, lo_open=True)
 
 
 def _valid_device(name: str) -> bool:

@@ -17,6 +17,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import _plot
+
 __all__ = ["expected_calibration_error", "reliability_bins", "brier_score", "nll", "accuracy",
            "macro_f1", "classification_metrics", "predictive_entropy", "mutual_information",
            "regression_metrics", "auroc", "plot_reliability"]
@@ -424,7 +426,6 @@ def plot_reliability(curves: dict, path, n_bins: int = 15, title: Optional[str] 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
-    from . import _plot
     if not isinstance(curves, dict) or not curves:
         raise ValueError("curves must be a non-empty dict {label: (probs, targets)}")
     _check_n_bins(n_bins)

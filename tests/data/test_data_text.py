@@ -39,8 +39,12 @@ def test_unseen_word_without_unk_is_an_error_or_added(tmp_path):
 def test_bad_files_name_the_file(tmp_path):
     with pytest.raises(DataError, match="empty"):
         load_corpus(ptb(tmp_path / "e", train=" \n"), layout="ptb")
-    with pytest.raises(DataError, match="not UTF-8.*line 2"):
+    with pytest.raises(DataError, match="not valid utf-8 at byte 4 \\(line 2\\); pass --encoding latin-1"):
         load_corpus(ptb(tmp_path / "u", train=b"a b\n\xff\xfe c\n"), layout="ptb")
+    # the encoding named, it reads: two Latin-1 characters, one word
+    c = load_corpus(ptb(tmp_path / "l", train=b"a b\n\xff\xfe c\n"), layout="ptb", unk="add",
+                    encoding="latin-1")
+    assert "\xff\xfe" in c.vocab
     root = ptb(tmp_path / "m")
     (root / "ptb.valid.txt").unlink()
     with pytest.raises(DataError, match="missing split.*ptb.valid.txt"):

@@ -33,6 +33,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--data", help="a corpus folder (its layout is found: ptb, wikitext, "
                    "{train,valid,test}.txt, imdb-lm) or one text file (split 90/5/5); default: "
                    "data.dir, else $RNNDROP_DATA")
+    p.add_argument("--encoding", help="text encoding of the corpus files (default: utf-8; "
+                   "= --set data.encoding=NAME)")
     p.add_argument("--out", help="run directory (default: runs/<recipe name>)")
     p.add_argument("--resume", nargs="?", const="", metavar="CHECKPOINT",
                    help="continue a run (default: <out>/last.pt)")
@@ -54,6 +56,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--mc-batch", type=int, default=0, help="samples per pass (0: automatic)")
     p.add_argument("--split", choices=["test", "valid", "train"], default="test")
     p.add_argument("--data", help="corpus folder or text file (default: the checkpoint's)")
+    p.add_argument("--encoding", help="text encoding of the corpus files (default: the run's)")
     p.add_argument("--device", help="cpu or cuda (default: cpu)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's own)")
     p.add_argument("--seed", type=int, default=0)
@@ -99,6 +102,8 @@ def train_command(args) -> int:
         overrides.append(f"train.device={args.device}")
     if args.threads is not None:
         overrides.append(f"train.threads={args.threads}")
+    if args.encoding:
+        overrides.append(f"data.encoding={args.encoding}")
     if args.config:
         cfg = load_config(args.config, overrides)
     else:
@@ -179,7 +184,8 @@ def eval_command(args) -> int:
     set_threads(args.threads)
     device = args.device or "cpu"
     with warnings_as_lines():
-        run = load_run(args.checkpoint, args.set, corpus=True, data_dir=args.data, device=device)
+        sets = list(args.set) + ([f"data.encoding={args.encoding}"] if args.encoding else [])
+        run = load_run(args.checkpoint, sets, corpus=True, data_dir=args.data, device=device)
     t = run.config.train
     data = batchify(getattr(run.corpus, args.split), t.eval_batch_size)
     ppl = perplexity(run.model, data, t.bptt, progress=not args.no_progress)

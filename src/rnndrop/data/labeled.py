@@ -309,6 +309,17 @@ def _read_lines_file(path: Path, label: str, encoding: str) -> list[str]:
     return out
 
 
+def read_texts(path: str | os.PathLike, encoding: str = "utf-8") -> LabeledTexts:
+    """Unlabelled examples, one per line of a plain text file (blank lines skipped; every label
+    ``None``): the texts ``rnndrop classify predict`` labels."""
+    path = Path(path)
+    text = _decode(path, _read_bytes(path), encoding)
+    lines = [line for _, line in _lines(text) if line.strip()]
+    if not lines:
+        raise DataError(f"{path}: empty file, no examples (one text per line expected)")
+    return LabeledTexts(lines, [None] * len(lines), f"{path.name} (text lines, {len(lines):,} examples)")
+
+
 def _parse_file_spec(spec: str) -> tuple[Path, str]:
     # The last ':' separates the label, so a path with a drive letter (C:\data\a.txt:pos) works.
     name, sep, label = str(spec).rpartition(":")

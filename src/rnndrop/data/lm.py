@@ -92,8 +92,8 @@ def load_lm_corpus(data: DataConfig, data_dir: Optional[str | os.PathLike] = Non
         return text.load_text_file(d, chars=data.layout == "chars",
                                    valid_fraction=data.valid_fraction,
                                    test_fraction=data.test_fraction, seed=data.split_seed,
-                                   unk=data.unk)
+                                   unk=data.unk, encoding=data.encoding)
     if data.layout == "ptb" and not (Path(d) / "ptb.train.txt").exists() \
             and (Path(d) / "ptb" / "ptb.train.txt").exists():
         d = Path(d) / "ptb"
-    return text.load_corpus(d, layout=data.layout, unk=data.unk)
+    return text.load_corpus(d, layout=data.layout, unk=data.unk, encoding=data.encoding)

@@ -86,23 +86,26 @@ class Corpus:
     split: Optional[dict] = None
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_lines(path: Path, encoding: str = "utf-8") -> list[str]:
     if not path.is_file():
         raise DataError(f"missing split: {path} not found")
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"{path} is empty")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode(encoding)
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r} (data.encoding / --encoding)") from None
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}, line {line})") from None
+        raise DataError(f"{path}: not valid {encoding} at byte {e.start} (line {line}); pass "
+                        f"--encoding latin-1 (or the file's encoding)") from None
     return text.splitlines()
 
 
-def _tokens(path: Path, chars: bool) -> list[str]:
+def _tokens(path: Path, chars: bool, encoding: str = "utf-8") -> list[str]:
     out: list[str] = []
-    for line in _read_lines(path):
+    for line in _read_lines(path, encoding):
         if chars:
             out.extend(line)
         else:
@@ -111,7 +114,8 @@ def _tokens(path: Path, chars: bool) -> list[str]:
     return out
 
 
-def load_corpus(path: os.PathLike | str, layout: str = "auto", unk: str = "error") -> Corpus:
+def load_corpus(path: os.PathLike | str, layout: str = "auto", unk: str = "error",
+                encoding: str = "utf-8") -> Corpus:
     """Read the three splits from directory ``path``.
 
     ``unk`` decides what happens to valid/test tokens unseen in train when the train vocabulary
@@ -130,7 +134,7 @@ def load_corpus(path: os.PathLike | str, layout: str = "auto", unk: str = "error
     if unk not in ("error", "add", "map"):
         raise ValueError(f"unk must be 'error', 'add' or 'map', got {unk!r}")
     files = {s: root / _LAYOUTS[layout].format(s) for s in SPLITS}
-    toks = {s: _tokens(f, layout == "chars") for s, f in files.items()}
+    toks = {s: _tokens(f, layout == "chars", encoding) for s, f in files.items()}
     _warn_identical(toks, {s: str(f) for s, f in files.items()})
     return _corpus(toks, unk, {s: str(f) for s, f in files.items()})
 
@@ -165,7 +169,8 @@ def _corpus(toks: dict, unk: str, names: dict, split: Optional[dict] = None) -> 
 
 
 def load_text_file(path: os.PathLike | str, chars: bool = False, valid_fraction: float = 0.05,
-                   test_fraction: float = 0.05, seed: int = 0, unk: str = "error") -> Corpus:
+                   test_fraction: float = 0.05, seed: int = 0, unk: str = "error",
+                   encoding: str = "utf-8") -> Corpus:
     """One text file (a novel, a code dump) as a corpus: its token stream (words, or every
     character with ``chars``; ``<eos>`` per line) cut into a contiguous valid block of
     ``valid_fraction`` of the tokens followed by a contiguous test block of ``test_fraction``,
@@ -180,7 +185,7 @@ def load_text_file(path: os.PathLike | str, chars: bool = False, valid_fraction:
     for name, f in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < f < 0.5:
             raise ValueError(f"data.{name} must be in (0, 0.5), got {f!r}")
-    toks = _tokens(path, chars)
+    toks = _tokens(path, chars, encoding)
     n = len(toks)
     n_valid, n_test = max(1, round(valid_fraction * n)), max(1, round(test_fraction * n))
     if n - n_valid - n_test < 2:
