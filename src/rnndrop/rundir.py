@@ -118,10 +118,11 @@ class RunLock:
         self.release()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8, fsynced): a crash leaves the old file or the new."""
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -149,7 +150,7 @@ def rewrite_metrics(path: Path, history: list[dict]) -> None:
         return
     if not history and not path.exists():
         return
-    _atomic_write_text(path, text)
+    atomic_write_text(path, text)
 
 
 def truncate_steps(path: Path, last_step: int) -> int:
@@ -168,5 +169,5 @@ def truncate_steps(path: Path, last_step: int) -> int:
         else:
             dropped += 1
     if dropped:
-        _atomic_write_text(path, "".join(kept))
+        atomic_write_text(path, "".join(kept))
     return dropped

@@ -17,6 +17,7 @@ from ..config import apply_overrides, load_config
 from .. import uncertainty as U
 from ..data import labeled
 from ..data.labeled import LabelSpace, TextEncoder
+from ..rundir import atomic_write_text
 from ..train.classifier import ClassifierTrainer
 from .train import set_threads, warnings_as_lines
 
@@ -262,11 +263,8 @@ def predict_command(args) -> int:
                            _noise_var(model, cfg, state, args, labels, device))
     dest = Path(args.out)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, dest)          # never a half-written predictions file
+    # never a half-written predictions file
+    atomic_write_text(dest, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print(f"{len(rows)} predictions written to {dest}" + (f" (MC dropout, {mc} samples)" if mc else ""))
     return 0
 

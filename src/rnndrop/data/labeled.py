@@ -47,7 +47,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -55,6 +54,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..rundir import atomic_write_text
 from ._download import DataError
 from .batching import Encoded
 from .imdb import PAD, UNK, encode_reviews
@@ -647,16 +647,7 @@ def save_split(path: str | os.PathLike, split: dict, fingerprint: str, meta: dic
     record = {"format": _SPLIT_FORMAT, "fingerprint": fingerprint, "meta": meta,
               "split": {k: [int(i) for i in split[k]] for k in _SPLITS}}
     text = json.dumps(record) + "\n"  # before the temporary file: meta that is not JSON-able
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def load_split(path: str | os.PathLike, fingerprint: Optional[str] = None) -> dict:

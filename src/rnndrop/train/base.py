@@ -492,6 +492,26 @@ class Trainer:
             return True
         return False
 
+    def _stop_or_checkpoint(self, deadline, batches: int) -> bool:
+        """After a committed step: True when the run must stop here (``max_steps``, the
+        deadline); otherwise a mid-epoch checkpoint every ``checkpoint_every`` steps. (None at
+        an epoch's last step: the epoch end writes its own.)"""
+        t, st = self.cfg.train, self.state
+        stop = (t.max_steps and st.step >= t.max_steps) or self._past(deadline)
+        if (stop or (t.checkpoint_every and st.step % t.checkpoint_every == 0)) \
+                and st.position < batches:
+            self._account_time()
+            if stop:
+                return True
+            self.save()
+        return False
+
+    def _close_epoch(self, lr: float) -> None:
+        self._settle()
+        self._account_time()
+        self._tic = None
+        self._end_epoch(lr)
+
     def _reset_epoch(self) -> None:
         pass
 

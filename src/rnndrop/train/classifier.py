@@ -127,19 +127,11 @@ class ClassifierTrainer(Trainer):
                     bar.set_postfix(loss=f"{es['loss'] / max(es['examples'], 1):.3f}")
                 if not self.progress and self._log_due():
                     self.log(self._progress_line(n))
-                stop = (t.max_steps and st.step >= t.max_steps) or self._past(deadline)
-                if (stop or (t.checkpoint_every and st.step % t.checkpoint_every == 0)) \
-                        and st.position < n:
-                    self._account_time()
-                    if stop:
-                        return False
-                    self.save()
+                if self._stop_or_checkpoint(deadline, n):
+                    return False
         finally:
             bar.close()
-        self._settle()
-        self._account_time()
-        self._tic = None
-        self._end_epoch(t.lr)
+        self._close_epoch(t.lr)
         return True
 
     def _step(self, x, lengths, y, lr: float) -> None:

@@ -230,19 +230,11 @@ class LMTrainer(Trainer):
                                     lr=f"{self.opt.param_groups[0]['lr']:.3g}")
                 if not self.progress and self._log_due():
                     self.log(self._progress_line(lr, n))
-                stop = (t.max_steps and st.step >= t.max_steps) or self._past(deadline)
-                if (stop or (t.checkpoint_every and st.step % t.checkpoint_every == 0)) \
-                        and st.position < n:
-                    self._account_time()
-                    if stop:
-                        return False
-                    self.save()
+                if self._stop_or_checkpoint(deadline, n):
+                    return False
         finally:
             bar.close()
-        self._settle()
-        self._account_time()
-        self._tic = None
-        self._end_epoch(lr)
+        self._close_epoch(lr)
         return True
 
     def _step(self, pos: int, x, y, lr: float) -> None:
