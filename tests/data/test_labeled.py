@@ -397,3 +397,25 @@ def test_encoder_fits_on_train_truncates_and_round_trips(tmp_path):
         TextEncoder().encode(["x"])
     with pytest.raises(ValueError):
         TextEncoder(level="bytes")
+
+
+def test_tsv_made_with_paste_keeps_its_quotes_and_lines(tmp_path):
+    """A review that starts with a quoted title, as in Pang & Lee's scale data: CSV-style
+    parsing would drop the quotes or merge lines; the file is read one example per line."""
+    f = tmp_path / "ratings.tsv"
+    f.write_text('label\ttext\n0.3\t" gun shy " puts in a lot of effort\n0.5\tplain\n'
+                 '0.7\t" open your eyes\n0.9\tend "\n', encoding="utf-8")
+    logged = []
+    data = read_labeled(f, log=logged.append)
+    assert data.texts == ['" gun shy " puts in a lot of effort', "plain", '" open your eyes',
+                          'end "']
+    assert data.labels == ["0.3", "0.5", "0.7", "0.9"]
+    assert len(logged) == 1 and "read without quoting" in logged[0]
+
+
+def test_csv_with_a_stray_quote_is_one_line_not_a_merged_row(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text('text,label\n" gun shy " is fine,pos\nok,neg\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"d.csv, line 2: cannot parse the row") as e:
+        read_labeled(f)
+    assert "\n" not in str(e.value)

@@ -9,13 +9,20 @@ data change under it); :class:`TextEncoder` tokenises, builds the vocabulary on 
 Formats (``format="auto"`` tells them apart by the file's suffix or the folder's layout):
 
 ``csv`` / ``tsv`` (``.csv``, ``.tsv``): a header row, then one example per row; ``text_column``
-and ``label_column`` name the columns. Fields may be quoted and then hold the delimiter, doubled
-quotes and newlines, as Excel and pandas write them::
+and ``label_column`` name the columns. CSV fields may be quoted and then hold the delimiter,
+doubled quotes and newlines, as Excel and pandas write them; a quote that does not open or close
+a whole field is an error with its line (never a silently merged or shortened row)::
 
     text,label
     "Great film, would watch again",pos
     "Two lines
     of text",neg
+
+TSV is read with CSV-style quoting when the whole file parses that way (pandas and Excel quote
+a field that holds a tab or a quote), and otherwise without quoting, one line per example and
+a quote being text (the IANA text/tab-separated-values format, what ``paste`` makes), with one
+log line saying so: a review that starts ``" gun shy " is ...`` is read as written, where
+CSV-style parsing would drop its quotes or swallow the lines after it.
 
 ``jsonl`` (``.jsonl``, ``.ndjson``): one JSON object per line, blank lines skipped; a label may
 be a string or a number::
@@ -159,15 +166,31 @@ def _label(value: str, where: str) -> str:
 
 
 def _read_table(path: Path, delimiter: str, text_column: str, label_column: Optional[str],
-                encoding: str) -> tuple[list, list]:
+                encoding: str, log=print) -> tuple[list, list]:
     text = _read_text(path, encoding)
+    if delimiter == "\t":
+        try:
+            return _parse_table(path, text, delimiter, text_column, label_column, quoted=True)
+        except _Unquotable as e:
+            log(f"{path}: not CSV-style quoted ({e}); read without quoting, one example per line")
+            return _parse_table(path, text, delimiter, text_column, label_column, quoted=False)
+    return _parse_table(path, text, delimiter, text_column, label_column, quoted=True)
+
+
+class _Unquotable(DataError):
+    """A table that does not parse with CSV-style quoting."""
+
+
+def _parse_table(path: Path, text: str, delimiter: str, text_column: str,
+                 label_column: Optional[str], quoted: bool) -> tuple[list, list]:
     sep = "a tab" if delimiter == "\t" else f"'{delimiter}'"
     texts, labels = [], []
     header = None
     limit = csv.field_size_limit()
     csv.field_size_limit(max(limit, len(text) + 1))  # a long document may exceed csv's 128 KiB
     try:
-        rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True,
+                          quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
         end = 0
         for row in rows:
             line, end = end + 1, rows.line_num  # a quoted newline makes one row span lines
@@ -180,16 +203,18 @@ def _read_table(path: Path, delimiter: str, text_column: str, label_column: Opti
                     label_at = _column(path, header, label_column, "--label-column")
                 continue
             if len(row) != len(header):
-                hint = (" (a quote that is never closed?)" if any("\n" in f for f in row)
-                        else f"; quote fields that contain {sep}")
+                spans = any("\n" in f for f in row)
+                hint = " (a quote that is never closed?)" if spans else f"; quote fields that contain {sep}"
                 n = len(row)
-                raise DataError(f"{path}, line {line}: {n} field{'s' if n != 1 else ''} where the "
+                raise (_Unquotable if spans else DataError)(f"{path}, line {line}: {n} field{'s' if n != 1 else ''} where the "
                                 f"header has {len(header)}{hint}")
             texts.append(row[text_at])
             if label_column is not None:
                 labels.append(_label(row[label_at], f"{path}, line {line}"))
     except csv.Error as e:
-        raise DataError(f"{path}, line {end + 1}: cannot parse the row ({e})") from None
+        raise _Unquotable(f"{path}, line {end + 1}: cannot parse the row ({e}); a field with a "
+                        f"quote must be quoted whole, its quotes doubled (\"say \"\"hi\"\"\")"
+                        ) from None
     finally:
         csv.field_size_limit(limit)
     if not texts:
@@ -432,7 +457,7 @@ def read_labeled(path: str | os.PathLike | None, *, format: str = "auto",
         texts, labels = _read_jsonl(path, text_column, label_column, encoding)
     else:
         texts, labels = _read_table(path, "\t" if format == "tsv" else ",", text_column,
-                                    label_column, encoding)
+                                    label_column, encoding, log)
     return _result(texts, labels, path.name, format)
 
 
