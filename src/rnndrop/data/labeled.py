@@ -172,7 +172,9 @@ def _read_table(path: Path, delimiter: str, text_column: str, label_column: Opti
         try:
             return _parse_table(path, text, delimiter, text_column, label_column, quoted=True)
         except _Unquotable as e:
-            log(f"{path}: not CSV-style quoted ({e}); read without quoting, one example per line")
+            where = re.search(r"line \d+", str(e))
+            log(f"{path}: {where.group(0) if where else 'a line'} has a quote that CSV-style "
+                f"quoting cannot parse; read without quoting, one example per line")
             return _parse_table(path, text, delimiter, text_column, label_column, quoted=False)
     return _parse_table(path, text, delimiter, text_column, label_column, quoted=True)
 
