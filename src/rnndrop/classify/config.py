@@ -11,10 +11,9 @@ from typing import Optional
 
 from ..config import (CommonTrainConfig, SectionedConfig, _check_encoding, _choice, _int,
                       _real, check_common_train)
+from ..data.labeled import FORMATS, TASKS
 from ..models.classifiers import ENCODERS, HEAD_ACTIVATIONS
 
-FORMATS = ("auto", "csv", "tsv", "jsonl", "folder", "files")
-TASKS = ("auto", "classification", "regression")
 LEVELS = ("word", "char")
 SCHEMES = ("none", "naive", "variational")
 

@@ -14,6 +14,7 @@ deviation the model's (epistemic) uncertainty; the Gaussian NLL adds the noise v
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Optional
 
@@ -69,7 +70,7 @@ def predict(model, data: Encoded, task: str, scale=None, *, batch_size: int = 12
             lengths = data.lengths[idx]
             T = int(lengths.max())
             x = data.tokens[idx, :T].to(device)
-            with autocast() if autocast else torch.autocast("cpu", enabled=False):
+            with autocast() if autocast else nullcontext():
                 model.eval()
                 out = _to_outputs(model(x, lengths), task, scale).cpu()
                 if standard is None:
@@ -94,6 +95,12 @@ def predict(model, data: Encoded, task: str, scale=None, *, batch_size: int = 12
     if standard is None:
         raise ValueError("no examples to predict")
     return Outputs(standard, samples)
+
+
+def noise_variance(outputs: Outputs, targets: Tensor) -> float:
+    """Regression: the standard prediction's mean squared error, the noise variance of the
+    predictive Gaussian (estimated on the validation split)."""
+    return float(((outputs.standard[:, 0] - targets.float()) ** 2).mean())
 
 
 def scores(outputs: Outputs, targets: Tensor, task: str, noise_var: float = 0.0) -> dict:

@@ -11,7 +11,7 @@ from .. import checkpoint as ckpt
 from ..classify.config import ClassifyConfig, has_dropout
 from ..classify.data import load_classify_data, load_examples
 from ..classify.model import build_model
-from ..classify.predict import predict
+from ..classify.predict import noise_variance, predict
 from ..classify.report import final_report
 from ..config import apply_overrides, load_config
 from .. import uncertainty as U
@@ -224,7 +224,7 @@ def _noise_var(model, cfg, state, args, labels, device) -> float:
     except Exception:
         return 0.0
     out = predict(model, run.valid, "regression", run.target_scale, device=device)
-    return float(((out.standard[:, 0] - run.valid.targets.float()) ** 2).mean())
+    return noise_variance(out, run.valid.targets)
 
 
 def eval_command(args) -> int:

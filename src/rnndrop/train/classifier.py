@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .. import _plot
 from ..classify.config import ClassifyConfig, has_dropout
 from ..classify.model import build_model
-from ..classify.predict import predict, scores
+from ..classify.predict import noise_variance, predict, scores
 from ..classify.report import final_report
 from ..data.batching import iterate_batches
 from .base import Trainer
@@ -157,9 +157,9 @@ class ClassifierTrainer(Trainer):
                        mc_batch=self.cfg.train.mc_batch, device=self.device,
                        autocast=self._autocast)
 
-    def _valid_loss(self, out) -> float:
-        """The selection score: NLL (classes) or the standardised squared error (regression)."""
-        s = scores(out, self.data.valid.targets, self.task)["standard"]
+    def _valid_loss(self, s: dict) -> float:
+        """The selection score from the valid split's standard scores ``s``: NLL (classes) or
+        the standardised squared error (regression)."""
         if self.task == "classification":
             return s["nll"]
         return (s["rmse"] / self.data.target_scale[1]) ** 2
@@ -170,7 +170,7 @@ class ClassifierTrainer(Trainer):
         out = self._predict("valid")
         s = scores(out, self.data.valid.targets, self.task)["standard"]
         rec = {"epoch": st.epoch, "lr": lr, "train_loss": es["loss"] / max(es["examples"], 1),
-               "valid_loss": self._valid_loss(out),
+               "valid_loss": self._valid_loss(s),
                **{f"valid_{k}": v for k, v in s.items()},
                "epoch_seconds": es["seconds"],
                "examples_per_s": es["examples"] / max(es["seconds"], 1e-9),
@@ -194,8 +194,7 @@ class ClassifierTrainer(Trainer):
         the noise variance of the predictive Gaussian (0 for classes)."""
         if self.task == "classification":
             return 0.0
-        out = self._predict("valid")
-        return float(((out.standard[:, 0] - self.data.valid.targets.float()) ** 2).mean())
+        return noise_variance(self._predict("valid"), self.data.valid.targets)
 
     def final_eval(self) -> dict:
         """Scores of ``best.pt`` on the test split (valid when there is no test split):
