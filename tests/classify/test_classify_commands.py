@@ -155,3 +155,10 @@ def test_regression_predict_has_value_and_std(tmp_path, capsys):
     r = json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])
     assert {"value", "std", "predictive_std", "true"} <= set(r)
     assert r["predictive_std"] >= r["std"] >= 0
+
+
+def test_a_language_model_checkpoint_is_named_as_such(tmp_path, capsys):
+    import torch
+    torch.save({"model": {}, "config": {}, "vocab": {"itos": ["a"]}}, tmp_path / "lm.pt")
+    _one_line_error(capsys, ["classify", "eval", str(tmp_path / "lm.pt")],
+                    "is a language-model checkpoint: use rnndrop eval")

@@ -174,9 +174,10 @@ def train_command(args) -> int:
 def open_checkpoint(path, overrides=(), device="cpu"):
     """``(config, state, model)`` of a classifier checkpoint, weights loaded."""
     path = Path(path)
-    state = ckpt.require(ckpt.load(path, map_location=device), CLASSIFY_KEYS, path)
-    if "vocab" in state and "encoder" not in state:
+    state = ckpt.load(path, map_location=device)
+    if "vocab" in state and "encoder" not in state:    # before require: say what it is instead
         raise ckpt.CheckpointError(f"{path} is a language-model checkpoint: use rnndrop eval")
+    ckpt.require(state, CLASSIFY_KEYS, path)
     cfg = apply_overrides(ClassifyConfig.from_dict(state["config"], str(path), validate=False),
                           list(overrides), str(path))
     enc, labels = TextEncoder.from_dict(state["encoder"]), LabelSpace.from_dict(state["labels"])
