@@ -158,7 +158,7 @@ def test_regression_predict_has_value_and_std(tmp_path, capsys):
 
 
 def test_a_language_model_checkpoint_is_named_as_such(tmp_path, capsys):
-    import torch
-    torch.save({"model": {}, "config": {}, "vocab": {"itos": ["a"]}}, tmp_path / "lm.pt")
+    from rnndrop import checkpoint as ckpt
+    ckpt.save({"model": {}, "config": {}, "vocab": {"itos": ["a"]}}, tmp_path / "lm.pt")
     _one_line_error(capsys, ["classify", "eval", str(tmp_path / "lm.pt")],
                     "is a language-model checkpoint: use rnndrop eval")
