@@ -67,15 +67,19 @@ def _compare_gru(T, B, H, kind, bias=True, device="cpu", tol=1e-5, seed=0):
         _close(a, c, tol)
 
 
-@pytest.fixture(params=["onednn+C", "onednn", "torch+C", "torch"])
+@pytest.fixture(params=["onednn+C", "onednn", "onednn-blocks+C", "torch+C", "torch"])
 def cpu_impl(request, monkeypatch):
     """Every CPU implementation: products through oneDNN (when this torch has the ops) or
-    torch.mm, gate math in the fused C kernels (when they build) or in torch ops."""
+    torch.mm, gate math in the fused C kernels (when they build) or in torch ops.
+    "onednn-blocks": untied masks' per-gate products packed at every size (by default only
+    from ``BlockLinear.BLOCKS_MIN`` units, larger than the sizes tested here)."""
     products, _, c = request.param.partition("+")
-    if products == "onednn":
+    if products.startswith("onednn"):
         if not _gemm.packed_ok():
             pytest.skip("oneDNN packed linear ops unavailable in this torch build")
         monkeypatch.delenv("RNNDROP_FAST_NO_MKLDNN", raising=False)
+        if products == "onednn-blocks":
+            monkeypatch.setattr(_gemm.BlockLinear, "BLOCKS_MIN", 0)
     else:
         monkeypatch.setenv("RNNDROP_FAST_NO_MKLDNN", "1")
     if c:
@@ -440,3 +444,63 @@ def test_cuda_masks_of_ones_reproduce_cudnn(no_tf32):
     o2, h2, c2 = fast.lstm_recurrence(xp, z, z, ref.weight_hh_l0, torch.ones(B, H, device="cuda"))
     torch.testing.assert_close(o2, o1, atol=1e-5, rtol=0)
     torch.testing.assert_close(c2, c1[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_block_linear_matches_bmm(monkeypatch, packed):
+    """The untied masks' per-gate products: every block through oneDNN (packed once) or one
+    bmm give x_k @ w_kᵀ, stacked (G, B, N), from a stacked input or a list of strided views."""
+    if packed and not _gemm.packed_ok():
+        pytest.skip("oneDNN packed linear ops unavailable in this torch build")
+    monkeypatch.setattr(_gemm.BlockLinear, "BLOCKS_MIN", 0)
+    torch.manual_seed(3)
+    G, B, H = 3, 4, 7
+    w = torch.randn(G * H, H)
+    lin = _gemm.BlockLinear(w.view(G, H, H), B, packed)
+    assert lin.packed == packed
+    xs = torch.randn(G, B, H)
+    ref = torch.stack([xs[k] @ w[k * H:(k + 1) * H].t() for k in range(G)])
+    _close(lin(xs), ref, 1e-5)
+    d = torch.randn(B, G * H)  # backward form: d_k @ W_k, d_k strided column blocks of d
+    lin_t = _gemm.BlockLinear(w.view(G, H, H).transpose(1, 2), B, packed)
+    ref_t = torch.stack([d[:, k * H:(k + 1) * H] @ w[k * H:(k + 1) * H] for k in range(G)])
+    _close(lin_t([d[:, k * H:(k + 1) * H] for k in range(G)]), ref_t, 1e-5)
+    monkeypatch.setattr(_gemm.BlockLinear, "BLOCKS_MIN", 8)
+    assert not _gemm.BlockLinear(w.view(G, H, H), B, packed).packed  # under the size: bmm
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_untied_linear_matches_the_definition(monkeypatch, onednn, bias):
+    """Gate block g of the projection is (x ∘ z_g) W_gᵀ + b_g, forward and backward, through
+    oneDNN (one product per block) or the einsum, also for strided masks (the first rows of a
+    larger draw, as the packed-sequence path passes them) and a transposed input (batch_first)."""
+    if onednn and not _gemm.packed_ok():
+        pytest.skip("oneDNN packed linear ops unavailable in this torch build")
+    monkeypatch.setenv("RNNDROP_FAST_NO_MKLDNN", "0" if onednn else "1")
+    torch.manual_seed(4)
+    T, B, I, H, G = 5, 6, 7, 3, 4
+    x = torch.randn(B - 2, T, I).transpose(0, 1).requires_grad_()
+    masks = ((torch.rand(G, 1, B, I) > 0.3).float() / 0.7)[:, :, :B - 2]
+    w = torch.randn(G * H, I, requires_grad=True)
+    b = torch.randn(G * H, requires_grad=True) if bias else None
+    ins = (x, w) + ((b,) if bias else ())
+    out = fast.untied_linear(x, masks, w, b)
+    ref = torch.cat([(x * masks[g]) @ w[g * H:(g + 1) * H].t()
+                     + (b[g * H:(g + 1) * H] if bias else 0) for g in range(G)], dim=-1)
+    _close(out, ref)
+    gy = torch.randn_like(ref)
+    for a, c in zip(torch.autograd.grad(out, ins, gy), torch.autograd.grad(ref, ins, gy)):
+        _close(a, c)
+
+
+def test_untied_linear_gives_a_learned_mask_its_gradient():
+    """A mask that needs a gradient (learned rates) takes the einsum, which gives it one."""
+    torch.manual_seed(5)
+    x, w = torch.randn(3, 2, 4), torch.randn(8, 4)
+    masks = torch.rand(2, 1, 2, 4, requires_grad=True)
+    out = fast.untied_linear(x, masks, w)
+    (gm,) = torch.autograd.grad(out.sum(), masks)
+    ref = torch.cat([(x * masks[g]) @ w[g * 4:(g + 1) * 4].t() for g in range(2)], dim=-1)
+    (gr,) = torch.autograd.grad(ref.sum(), masks)
+    _close(gm, gr)

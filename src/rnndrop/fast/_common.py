@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .._recurrence import MaskMode, mask_mode
-from ._gemm import Linear, mm_tn
+from ._gemm import BlockLinear, Linear, mm_tn
 
 __all__ = ["Impl", "MaskMode", "check", "forward_steps", "mask_grad", "masked_h0", "ptr_steps", "rec_grad",
            "rec_product", "reverse_steps", "weight_grad"]
@@ -60,8 +60,8 @@ def rec_product(w: Tensor, m: Optional[Tensor], mode: MaskMode, B: int, packed: 
     H = w.shape[1]
     if mode == MaskMode.UNTIED:
         gates = w.shape[0] // H
-        wg = w.view(gates, H, H)
-        return lambda d: (torch.bmm(d.view(B, gates, H).transpose(0, 1), wg), MaskMode.UNTIED)
+        lin_k = BlockLinear(w.view(gates, H, H).transpose(1, 2), B, packed)  # d_k @ W_k
+        return lambda d: (lin_k([d[:, k * H:(k + 1) * H] for k in range(gates)]), MaskMode.UNTIED)
     lin_t = Linear(w.t(), B, packed, pack=False)
     return lambda d: (lin_t.mul(d, m), MaskMode.NONE)
 
@@ -136,12 +136,12 @@ def forward_steps(step, out: Tensor, h0: Tensor, w: Tensor, m: Optional[Tensor],
     hm = masked_h0(h0, m, mode)
     hm_ptr = None if mode == MaskMode.NONE else hm.data_ptr()
     if untied:
-        wb = w.view(G, H, H).transpose(1, 2)  # gate k: (h ∘ m_k) @ W_kᵀ
+        lin_k = BlockLinear(w.view(G, H, H), B, packed)  # gate k: (h ∘ m_k) @ W_kᵀ
     else:
         lin = Linear(w, B, packed)
     for t in range(T):
         if untied:
-            pre = torch.bmm(hm, wb)                                      # (G, B, H)
+            pre = lin_k(hm)                                              # (G, B, H)
             s_pg, s_pb = B * H, H
         else:
             pre = lin(hm) if add is None else lin.add(hm, add[t])        # (B, G*H)

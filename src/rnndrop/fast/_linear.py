@@ -53,12 +53,59 @@ def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     return F.linear(x, weight, bias)
 
 
+class _UntiedLinear(torch.autograd.Function):
+    """``untied_linear`` through oneDNN: one product per gate block forward, and per block
+    ``dx_g = dxp_g W_g`` (summed with its mask) and ``dW_g = dxp_gᵀ (x ∘ z_g)`` backward. Saves
+    ``x`` and the masks and rebuilds the masked copies in backward, where the einsum keeps all
+    G of them. The masks get no gradient (a mask that needs one takes the einsum)."""
+
+    @staticmethod
+    def forward(ctx, x, masks, weight, bias):
+        lp, _ = _ops()
+        G, T, B, I = masks.shape[0], *x.shape
+        H = weight.shape[0] // G
+        xg = (x.unsqueeze(0) * masks).reshape(G, T * B, I)
+        outs = [lp(xg[g], weight[g * H:(g + 1) * H],
+                   None if bias is None else bias[g * H:(g + 1) * H], "none", [], "")
+                for g in range(G)]
+        ctx.save_for_backward(x, masks, weight)
+        ctx.has_bias = bias is not None
+        return torch.cat(outs, dim=1).view(T, B, G * H)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, masks, w = ctx.saved_tensors
+        lp, _ = _ops()
+        G, T, B, I = masks.shape[0], *x.shape
+        H = w.shape[0] // G
+        g2 = gy.reshape(T * B, G * H)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            for g in range(G):
+                part = lp(g2[:, g * H:(g + 1) * H], w[g * H:(g + 1) * H].t(), None, "none", [], "")
+                part = part.view(T, B, I)
+                if dx is None:
+                    dx = part.mul_(masks[g])
+                else:
+                    dx.addcmul_(part, masks[g])
+        if ctx.needs_input_grad[2]:
+            xg = (x.unsqueeze(0) * masks).reshape(G, T * B, I)
+            dw = torch.cat([mm_tn(g2[:, g * H:(g + 1) * H], xg[g], True) for g in range(G)])
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            db = g2.sum(0)
+        return dx, None, dw, db
+
+
 def untied_linear(x: Tensor, masks: Tensor, weight: Tensor,
                   bias: Optional[Tensor] = None) -> Tensor:
     """Input projection with untied input masks: gate block ``g`` of ``xp`` is
     ``(x ∘ z_g) W_ih,gᵀ (+ its bias)``, for ``x`` ``(T, B, I)``, ``masks`` ``(G, 1, B, I)``
     (``z_g``: one mask per gate and sequence, reused at every step) and ``weight`` ``(G*H, I)``;
-    returns ``(T, B, G*H)``. One einsum over the G masked copies (plain torch ops)."""
+    returns ``(T, B, G*H)``. On CPU float32 one oneDNN product per gate block (``_UntiedLinear``);
+    elsewhere, or for masks that need a gradient, one einsum over the G masked copies."""
+    if (x.dim() == 3 and x.numel() > 0 and not masks.requires_grad and use_packed(x)
+            and use_packed(weight) and use_packed(masks) and (bias is None or use_packed(bias))):
+        return _UntiedLinear.apply(x, masks, weight, bias)
     G = masks.shape[0]
     T, B, _ = x.shape
     GH = weight.shape[0]
