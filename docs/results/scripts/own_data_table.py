@@ -7,21 +7,22 @@ from pathlib import Path
 out = Path(sys.argv[1])
 
 
-def load(run):
-    final = json.loads((run / "final.json").read_text())
-    hist = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    return final, hist
+def finished(prefix):
+    """(scheme, final.json, metrics.jsonl records, mean s / epoch) of every finished run
+    ``OUTDIR/<prefix>-<scheme>``, in the table's scheme order."""
+    for scheme in ("none", "naive", "variational"):
+        run = out / f"{prefix}-{scheme}"
+        if not (run / "final.json").is_file():
+            continue
+        final = json.loads((run / "final.json").read_text())
+        hist = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+        yield scheme, final, hist, sum(r["epoch_seconds"] for r in hist) / len(hist)
 
 
 print("IMDB (test: 25,000 reviews)\n")
 print("| scheme | prediction | accuracy | macro-F1 | NLL | Brier | ECE | entropy correct / wrong (nats) | AUROC of entropy for errors | s / epoch |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-for scheme in ("none", "naive", "variational"):
-    run = out / f"imdb-{scheme}"
-    if not (run / "final.json").is_file():
-        continue
-    f, h = load(run)
-    secs = sum(r["epoch_seconds"] for r in h) / len(h)
+for scheme, f, h, secs in finished("imdb"):
     u = f["uncertainty"]
     for kind in ("standard", "mc"):
         if kind not in f:
@@ -37,13 +38,8 @@ for scheme in ("none", "naive", "variational"):
 print("\nPang & Lee ratings (test: 20 % of 5,006 reviews)\n")
 print("| scheme | prediction | RMSE | MAE | Gaussian NLL | epochs (best) | s / epoch |")
 print("|---|---|---|---|---|---|---|")
-for scheme in ("none", "naive", "variational"):
-    run = out / f"ratings-{scheme}"
-    if not (run / "final.json").is_file():
-        continue
-    f, h = load(run)
+for scheme, f, h, secs in finished("ratings"):
     best = min(range(len(h)), key=lambda i: h[i]["valid_loss"]) + 1
-    secs = sum(r["epoch_seconds"] for r in h) / len(h)
     for kind in ("standard", "mc"):
         if kind not in f:
             continue
