@@ -7,7 +7,10 @@ layer's logits ``(T, S·B, V)``, made a few thousand rows at a time (16 MB block
 Everything else (the softmax normalisation, the gather of the targets, copies, allocations
 and their page faults) is overhead; ratio = own work / evaluation (1.0: no overhead at all).
 "Before" is the evaluation as it was until 2026-12-02 (the whole ``(T, S·B, V)`` log-softmax of
-a window, then the targets gathered). Untrained weights (speed does not depend on them), the
+a window, then the targets gathered); "repeated lookups" the evaluation as it was until
+2026-12-03, every replica looking up (and masking) its own copy of the window's tokens, where
+the replicas now share one lookup (``model(x, state, replicas=S)``); ``--embedding`` times that
+stage alone, both ways. Untrained weights (speed does not depend on them), the
 recipe's model, ``eval_batch_size`` and ``mc_batch`` as ``rnndrop eval`` chooses them (or
 ``--mc-batch``). Interleaved repeats, medians of wall and CPU time; measures only.
 
@@ -39,8 +42,43 @@ def replicated_passes(model, source, bptt: int, samples: int, chunk: int):
         s = min(chunk, samples - start)
         state = model.init_state(B * s)
         for _, x, y in bptt_windows(source, bptt):
-            hidden, state = model(x.repeat(1, s), state)
+            hidden, state = model(x, state, replicas=s)
             yield hidden, y.repeat(1, s)
+
+
+class RepeatedLookups(torch.nn.Module):
+    """``model`` as the evaluation ran it until 2026-12-03: the window's tokens repeated once
+    per replica, each copy looked up and masked on its own."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def init_state(self, batch_size, device=None):
+        return self.model.init_state(batch_size, device)
+
+    def target_log_prob(self, hidden, targets):
+        return self.model.target_log_prob(hidden, targets)
+
+    def forward(self, x, state=None, replicas=1):
+        return self.model(x.repeat(1, replicas), state)
+
+
+@torch.no_grad()
+def embedding_stage(model, source, bptt: int, samples: int, repeats: int) -> tuple[float, float]:
+    """CPU seconds of the word-type-masked lookups of every window for ``samples`` replicas:
+    (each replica its own lookup, one shared lookup); interleaved, medians."""
+    model.train()
+    windows = [x for _, x, _ in bptt_windows(source, bptt)]
+    own, shared = [], []
+    for _ in range(repeats):
+        for out, fn in ((own, lambda x: model.embedding(x.repeat(1, samples))),
+                        (shared, lambda x: model.embedding(x, samples))):
+            t0 = time.process_time()
+            for x in windows:
+                fn(x)
+            out.append(time.process_time() - t0)
+    return statistics.median(own), statistics.median(shared)
 
 
 @torch.no_grad()
@@ -70,6 +108,10 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--mc-batch", type=int, default=0,
                     help="samples per pass (0: as rnndrop eval chooses)")
+    ap.add_argument("--runs", nargs="+", default=["eval", "repeated", "before", "own"],
+                    choices=["eval", "repeated", "before", "own"])
+    ap.add_argument("--embedding", action="store_true",
+                    help="also time the masked embedding lookups alone, shared and per replica")
     ap.add_argument("--profile", action="store_true", help="also print torch.profiler's top ops")
     ap.add_argument("--data", default=None, help="data root holding ptb/ (default $RNNDROP_DATA)")
     args = ap.parse_args()
@@ -84,9 +126,12 @@ def main():
     test = batchify(corpus.test, t.eval_batch_size)[: args.windows * t.bptt + 1]
     chunk = args.mc_batch or default_mc_batch(model, t)
     tokens = (test.shape[0] - 1) * test.shape[1]
-    runs = {"eval": lambda: perplexity(model, test, t.bptt, args.mc, mc_batch=chunk),
-            "before": lambda: full_block_eval(model, test, t.bptt, args.mc, chunk),
-            "own": lambda: own_work(model, test, t.bptt, args.mc, chunk)}
+    every = {"eval": lambda: perplexity(model, test, t.bptt, args.mc, mc_batch=chunk),
+             "repeated": lambda: perplexity(RepeatedLookups(model), test, t.bptt, args.mc,
+                                            mc_batch=chunk),
+             "before": lambda: full_block_eval(model, test, t.bptt, args.mc, chunk),
+             "own": lambda: own_work(model, test, t.bptt, args.mc, chunk)}
+    runs = {k: every[k] for k in args.runs}
     times = {k: [] for k in runs}
     cpu = {k: [] for k in runs}             # the process's CPU time (user + system)
     sys_share = {k: [] for k in runs}       # kernel time (page faults) / CPU time
@@ -99,21 +144,28 @@ def main():
             times[name].append(wall)
             cpu[name].append(used)
             sys_share[name].append((c1.system - c0.system) / max(used, 1e-9))
-    ev, own, before = (statistics.median(times[k]) for k in ("eval", "own", "before"))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    c = {k: statistics.median(v) for k, v in cpu.items()}
     print(f"MC-dropout evaluation, {args.recipe}, S={args.mc} in passes of {chunk} samples, "
           f"eval batch {t.eval_batch_size}, {tokens} test tokens ({args.windows} windows of "
           f"{t.bptt}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.repeats} interleaved repeats, load {os.getloadavg()[0]:.2f}")
-    print(f"{'':<24}{'wall s':>9}{'tokens/s':>11}{'token-samples/s':>17}{'CPU s':>9}"
+    print(f"{'':<28}{'wall s':>9}{'tokens/s':>11}{'token-samples/s':>17}{'CPU s':>9}"
           f"{'of it kernel':>14}")
-    for name, key, v in (("evaluation (now)", "eval", ev),
-                         ("before: (T,SB,V) block", "before", before),
-                         ("own work (fwd+logits)", "own", own)):
-        print(f"{name:<24}{v:>9.2f}{tokens / v:>11.1f}{tokens * args.mc / v:>17.0f}"
-              f"{statistics.median(cpu[key]):>9.2f}{100 * statistics.median(sys_share[key]):>13.0f}%")
-    c = {k: statistics.median(v) for k, v in cpu.items()}
-    print(f"ratio own work / evaluation: {own / ev:.3f} wall, {c['own'] / c['eval']:.3f} CPU time; "
-          f"before / now: {before / ev:.3f} wall, {c['before'] / c['eval']:.3f} CPU time")
+    names = {"eval": "evaluation (now)", "repeated": "repeated lookups (12-02)",
+             "before": "before: (T,SB,V) block", "own": "own work (fwd+logits)"}
+    for key in runs:
+        v = med[key]
+        print(f"{names[key]:<28}{v:>9.2f}{tokens / v:>11.1f}{tokens * args.mc / v:>17.0f}"
+              f"{c[key]:>9.2f}{100 * statistics.median(sys_share[key]):>13.0f}%")
+    for a, b in (("own", "eval"), ("repeated", "eval"), ("before", "eval")):
+        if a in runs and b in runs:
+            print(f"ratio {a} / {b}: {med[a] / med[b]:.3f} wall, {c[a] / c[b]:.3f} CPU time")
+    if args.embedding:
+        own_l, shared_l = embedding_stage(model, test, t.bptt, chunk, max(args.repeats, 5))
+        print(f"masked embedding lookups of {args.windows} windows x {chunk} replicas: "
+              f"per replica {1e3 * own_l:.2f} ms, shared {1e3 * shared_l:.2f} ms CPU "
+              f"({own_l / max(shared_l, 1e-9):.2f}x)")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU]) as prof:

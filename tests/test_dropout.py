@@ -8,9 +8,10 @@ from hypothesis import given, settings, strategies as st
 
 from rnndrop import _recurrence
 from rnndrop.dropout import (Dropout, EmbeddingDropout, GaussianDropout, LockedDropout,
-                             ThreeValueDropout, WeightDrop, bernoulli_mask, dropout,
-                             embedding_dropout, gaussian_dropout, locked_dropout,
-                             three_value_dropout, weight_dropout)
+                             ThreeValueDropout, WeightDrop, bernoulli_mask,
+                             concrete_embedding_dropout, dropout, embedding_dropout,
+                             gaussian_dropout, locked_dropout, three_value_dropout,
+                             weight_dropout)
 
 Z = 5.0  # tolerance in standard deviations: a false failure has probability < 1e-6
 
@@ -212,3 +213,51 @@ def test_package_attribute_dropout_is_the_module():
     assert RF.dropout is rnndrop.dropout.dropout
     assert torch.equal(RF.locked_dropout(torch.ones(2, 3, 4), 0.5, training=False),
                        torch.ones(2, 3, 4))
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("mode,p,training", [("sequence", 0.5, True), ("batch", 0.5, True),
+                                             ("sequence", 0.0, True), ("sequence", 0.5, False)])
+def test_embedding_dropout_replicas_equal_the_repeated_batch(batch_first, mode, p, training):
+    """``replicas=R`` is ``input.repeat`` along the batch with one lookup: from the same seed
+    the same masks, bit for bit, and the replicas' masks differ from each other."""
+    V, D, T, B, R = 7, 3, 9, 4, 5
+    w = torch.randn(V, D, requires_grad=True)
+    ids = torch.randint(0, V, (B, T) if batch_first else (T, B))
+    rep = ids.repeat(R, 1) if batch_first else ids.repeat(1, R)
+    torch.manual_seed(3)
+    want = embedding_dropout(rep, w, p, training, mode, batch_first)
+    torch.manual_seed(3)
+    got = embedding_dropout(ids, w, p, training, mode, batch_first, replicas=R)
+    assert torch.equal(got, want)
+    g = torch.randn_like(want)
+    gw_want, = torch.autograd.grad(want, w, g)
+    gw_got, = torch.autograd.grad(got, w, g)
+    torch.testing.assert_close(gw_got, gw_want)
+    if mode == "sequence" and p and training:
+        per = got.view(R, B, T, D) if batch_first else got.view(T, R, B, D).transpose(0, 1)
+        assert not torch.equal(per[0], per[1])       # each replica draws its own masks
+
+
+def test_concrete_embedding_dropout_replicas_equal_the_repeated_batch():
+    V, D, T, B, R = 7, 3, 9, 4, 3
+    w = torch.randn(V, D)
+    logit = torch.tensor(0.0, requires_grad=True)
+    ids = torch.randint(0, V, (T, B))
+    torch.manual_seed(5)
+    want = concrete_embedding_dropout(ids.repeat(1, R), w, logit)
+    torch.manual_seed(5)
+    got = concrete_embedding_dropout(ids, w, logit, replicas=R)
+    assert torch.equal(got, want)
+    torch.testing.assert_close(torch.autograd.grad(got.sum(), logit),
+                               torch.autograd.grad(want.sum(), logit))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_embedding_dropout_rejects_bad_replicas(bad):
+    with pytest.raises(ValueError, match="replicas must be an integer >= 1"):
+        embedding_dropout(torch.zeros(3, 2, dtype=torch.long), torch.randn(4, 2), 0.5,
+                          replicas=bad)
+    with pytest.raises(ValueError, match=r"replicas > 1 needs input of shape \(T, B\)"):
+        embedding_dropout(torch.zeros(3, dtype=torch.long), torch.randn(4, 2), 0.5, mode="batch",
+                          replicas=2)

@@ -138,7 +138,7 @@ def _check_mode(mode: str, allowed: Sequence[str], name: str = "mode") -> str:
 
 def embedding_dropout(input: Tensor, weight: Tensor, p: float = 0.1, training: bool = True,
                       mode: str = "sequence", batch_first: bool = False,
-                      padding_idx: Optional[int] = None) -> Tensor:
+                      padding_idx: Optional[int] = None, replicas: int = 1) -> Tensor:
     """Look up ``weight[input]`` with whole word types dropped.
 
     ``mode="batch"`` (AWD-LSTM): one Bernoulli mask over the vocabulary for the whole call; a
@@ -146,29 +146,70 @@ def embedding_dropout(input: Tensor, weight: Tensor, p: float = 0.1, training: b
     per sequence; a word dropped in a sequence is zero at all its occurrences in that sequence,
     other sequences are unaffected. Kept rows are scaled by ``1/(1-p)``.
 
+    ``replicas = R > 1`` (MC dropout's samples side by side) gives what ``input.repeat(1, R)``
+    (``repeat(R, 1)`` with ``batch_first``) would give, the same masks from the same seed, with
+    one lookup: replica ``r`` of sequence ``b`` is batch column ``r·B + b``, each with its own
+    word-type mask in ``sequence`` mode.
+
     Shapes: ``input`` integer ``(T, B)`` (``(B, T)`` with ``batch_first``; in ``batch`` mode any
-    shape), ``weight`` ``(V, D)``; output ``input.shape + (D,)``.
+    shape), ``weight`` ``(V, D)``; output ``input.shape + (D,)``, with ``R·B`` sequences.
     """
     p = check_probability(p, "p", allow_one=True)
     _check_mode(mode, _EMB_MODES)
     if input.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"embedding_dropout expects integer token ids, got {input.dtype}")
+    _check_replicas(input, replicas)
     if not training or p == 0.0:
-        return F.embedding(input, weight, padding_idx)
+        return _repeat_batch(F.embedding(input, weight, padding_idx), replicas, batch_first)
     V = weight.shape[0]
     if mode == "batch":
         mask = bernoulli_mask((V, 1), p, dtype=weight.dtype, device=weight.device)
-        return F.embedding(input, weight * mask, padding_idx)
+        return _repeat_batch(F.embedding(input, weight * mask, padding_idx), replicas,
+                             batch_first)
     if input.dim() != 2:
         raise ValueError(f"mode='sequence' needs input of shape (T, B) or (B, T) with batch_first,"
                          f" got shape {tuple(input.shape)}")
-    # One mask entry per (sequence, word type) that actually occurs: O(T·B), not O(B·V).
+    mask = _word_type_mask(input, V, batch_first, replicas, lambda n: bernoulli_mask(
+        (n,), p, dtype=weight.dtype, device=weight.device))
+    return _masked_lookup(F.embedding(input, weight, padding_idx), mask, batch_first)
+
+
+def _check_replicas(input: Tensor, replicas: int) -> None:
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise ValueError(f"replicas must be an integer >= 1, got {replicas!r}")
+    if replicas > 1 and input.dim() != 2:
+        raise ValueError(f"replicas > 1 needs input of shape (T, B) or (B, T), got shape "
+                         f"{tuple(input.shape)}")
+
+
+def _repeat_batch(emb: Tensor, replicas: int, batch_first: bool) -> Tensor:
+    """``emb`` ``(T, B, D)`` (``(B, T, D)``) with its batch repeated ``replicas`` times."""
+    if replicas == 1:
+        return emb
+    return emb.repeat(replicas, 1, 1) if batch_first else emb.repeat(1, replicas, 1)
+
+
+def _word_type_mask(input: Tensor, V: int, batch_first: bool, replicas: int, draw) -> Tensor:
+    """One mask entry per (sequence, word type) that occurs, ``draw(n)`` giving ``n`` of them:
+    ``(R, *input.shape)``, O(T·B) rather than O(B·V)."""
     seq = torch.arange(input.shape[0 if batch_first else 1], device=input.device)
     seq = seq.unsqueeze(1) if batch_first else seq.unsqueeze(0)
-    keys = seq * V + input.long()
-    uniq, inverse = torch.unique(keys, return_inverse=True)
-    mask = bernoulli_mask((uniq.numel(),), p, dtype=weight.dtype, device=weight.device)[inverse]
-    return F.embedding(input, weight, padding_idx) * mask.unsqueeze(-1)
+    uniq, inverse = torch.unique(seq * V + input.long(), return_inverse=True)
+    # The sorted keys of the repeated batch are these U keys once per replica in turn
+    # (sequence r·B + b), so R·U entries read row by row are exactly the masks that
+    # input.repeat would draw: sharing the lookup changes no result.
+    return draw(replicas * uniq.numel()).view(replicas, -1)[:, inverse]
+
+
+def _masked_lookup(emb: Tensor, mask: Tensor, batch_first: bool) -> Tensor:
+    """``emb`` ``(T, B, D)`` (``(B, T, D)``) times the replicas' masks ``(R, T, B)``
+    (``(R, B, T)``): ``(T, R·B, D)`` (``(R·B, T, D)``) in one product, no repeated copy."""
+    R = mask.shape[0]
+    if batch_first:
+        out = emb.unsqueeze(0) * mask.unsqueeze(-1)                     # (R, B, T, D)
+        return out.reshape(R * emb.shape[0], *emb.shape[1:])
+    out = emb.unsqueeze(1) * mask.permute(1, 0, 2).unsqueeze(-1)        # (T, R, B, D)
+    return out.reshape(emb.shape[0], R * emb.shape[1], emb.shape[2])
 
 
 class EmbeddingDropout(nn.Embedding):
@@ -187,9 +228,10 @@ class EmbeddingDropout(nn.Embedding):
         if self.max_norm is not None or self.sparse:
             raise ValueError("EmbeddingDropout does not support max_norm or sparse gradients")
 
-    def forward(self, input: Tensor) -> Tensor:
+    def forward(self, input: Tensor, replicas: int = 1) -> Tensor:
+        """``replicas``: see :func:`embedding_dropout` (MC dropout's samples in one lookup)."""
         return embedding_dropout(input, self.weight, self.dropout, self.training, self.mode,
-                                 self.batch_first, self.padding_idx)
+                                 self.batch_first, self.padding_idx, replicas)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", dropout={self.dropout}, mode={self.mode!r}"
@@ -366,25 +408,22 @@ def concrete_mask(shape: Sequence[int], p_logit: Tensor, temperature: float = 0.
 def concrete_embedding_dropout(input: Tensor, weight: Tensor, p_logit: Tensor,
                                training: bool = True, temperature: float = 0.1,
                                batch_first: bool = False,
-                               padding_idx: Optional[int] = None) -> Tensor:
+                               padding_idx: Optional[int] = None, replicas: int = 1) -> Tensor:
     """:func:`embedding_dropout` in ``mode="sequence"`` with a learned rate: one relaxed mask
     entry (:func:`concrete_mask`) per sequence and word type that occurs, so a word type
     dropped in a sequence is (nearly) zero at all its occurrences there. Shapes: ``input``
     integer ``(T, B)`` (``(B, T)`` with ``batch_first``), ``weight`` ``(V, D)``; output
-    ``input.shape + (D,)``. For :func:`concrete_regularizer` the dropped input is the one-hot
-    word, ``K = V``."""
+    ``input.shape + (D,)``; ``replicas`` as in :func:`embedding_dropout`. For
+    :func:`concrete_regularizer` the dropped input is the one-hot word, ``K = V``."""
+    _check_replicas(input, replicas)
     if not training:
-        return F.embedding(input, weight, padding_idx)
+        return _repeat_batch(F.embedding(input, weight, padding_idx), replicas, batch_first)
     if input.dim() != 2:
         raise ValueError(f"concrete_embedding_dropout needs input of shape (T, B), got shape "
                          f"{tuple(input.shape)}")
-    V = weight.shape[0]
-    seq = torch.arange(input.shape[0 if batch_first else 1], device=input.device)
-    seq = seq.unsqueeze(1) if batch_first else seq.unsqueeze(0)
-    uniq, inverse = torch.unique(seq * V + input.long(), return_inverse=True)
-    mask = concrete_mask((uniq.numel(),), p_logit, temperature, dtype=weight.dtype,
-                         device=weight.device)[inverse]
-    return F.embedding(input, weight, padding_idx) * mask.unsqueeze(-1)
+    mask = _word_type_mask(input, weight.shape[0], batch_first, replicas, lambda n: concrete_mask(
+        (n,), p_logit, temperature, dtype=weight.dtype, device=weight.device))
+    return _masked_lookup(F.embedding(input, weight, padding_idx), mask, batch_first)
 
 
 def concrete_regularizer(p_logit: Tensor, weights: Iterable[Tensor] = (), input_dim: int = 1,

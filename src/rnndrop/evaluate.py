@@ -81,8 +81,9 @@ def _token_logp(model, source: Tensor, bptt: int, samples: int, progress: bool) 
                        leave=False)
     i = 0
     for _, x, y in windows:
-        x, y = x.to(device).repeat(1, samples), y.to(device).repeat(1, samples)
-        hidden, state = model(x, state)
+        x, y = x.to(device), y.to(device).repeat(1, samples)
+        # the replicas share the window's embedding lookup (each draws its own masks)
+        hidden, state = model(x, state, replicas=samples) if samples > 1 else model(x, state)
         tok = model.target_log_prob(hidden, y)                        # (T, S*B)
         n = tok.shape[0]
         out[:, i:i + n] = tok.view(n, samples, B).transpose(0, 1)

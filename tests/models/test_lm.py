@@ -55,3 +55,25 @@ def test_vocabulary_counts_reach_a_unigram_sampler():
 def test_inconsistent_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RNNLanguageModel(10, hidden_size=8, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(scheme="variational", dropout_embedding=0.3, dropout_input=0.4, dropout_hidden=0.3,
+         dropout_output=0.4, tied_masks=False),
+    dict(scheme="variational", dropout_embedding=0.3, dropout_hidden=0.3, learn_dropout=True),
+    dict(scheme="zaremba", dropout=0.5),
+])
+def test_replicas_equal_the_repeated_batch(kwargs):
+    """``model(tokens, state, replicas=R)`` (MC dropout's one embedding lookup for R samples)
+    is ``model(tokens.repeat(1, R), state)`` bit for bit from the same seed, state included."""
+    torch.manual_seed(0)
+    model = RNNLanguageModel(30, hidden_size=6, num_layers=2, **kwargs).train()
+    tokens, R = torch.randint(0, 30, (7, 3)), 4
+    state = model.init_state(3 * R)
+    torch.manual_seed(1)
+    want, want_state = model(tokens.repeat(1, R), state)
+    torch.manual_seed(1)
+    got, got_state = model(tokens, state, replicas=R)
+    assert got.shape == (7, 3 * R, 6)
+    assert torch.equal(got, want)
+    assert all(torch.equal(a, b) for a, b in zip(got_state, want_state))

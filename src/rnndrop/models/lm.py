@@ -130,14 +130,19 @@ class RNNLanguageModel(nn.Module):
                         dtype=w.dtype)
         return z, z.clone()
 
-    def forward(self, tokens: Tensor, state=None):
+    def forward(self, tokens: Tensor, state=None, replicas: int = 1):
+        """``tokens`` ``(T, B)`` → ``hidden`` ``(T, R·B, H)``, ``state``. ``replicas = R > 1``
+        runs the batch R times side by side, as ``tokens.repeat(1, R)`` would (MC dropout's
+        samples: each replica its own masks; the state is ``(num_layers, R·B, H)``), with one
+        embedding lookup for all of them."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (T, B), got shape {tuple(tokens.shape)}")
         if self.concrete_embedding is not None:
             emb = concrete_embedding_dropout(tokens, self.embedding.weight,
-                                             self.concrete_embedding.p_logit, self.training)
+                                             self.concrete_embedding.p_logit, self.training,
+                                             replicas=replicas)
         else:
-            emb = self.embedding(tokens)
+            emb = self.embedding(tokens, replicas)
         hidden, state = self.rnn(emb, state)
         return hidden, state
 
