@@ -3,7 +3,9 @@ training loop written like PyTorch's word_language_model example, on the same mo
 windows.
 
 The bare loop is the example's: forward, the loss (summed over the window where the recipe
-says so), ``backward``, ``clip_grad_norm_``, SGD by hand (``p -= lr * grad``), ``loss.item()``
+says so) as the example computes it, the decoder's logits then ``log_softmax`` and the NLL
+(``--bare-loss model``: the model's own ``loss``, which on CPU is one fused Function, so that
+the ratio then isolates what the trainer adds around the step), ``backward``, ``clip_grad_norm_``, SGD by hand (``p -= lr * grad``), ``loss.item()``
 once per step for its running loss, hidden state detached. The trainer runs the real
 ``LMTrainer.train`` for the same steps (``train.max_steps``), everything it reports included
 (step log, clipping record, running perplexity, progress bar or log lines, the divergence
@@ -26,6 +28,7 @@ import tempfile
 import time
 
 import torch
+import torch.nn.functional as F
 
 from rnndrop.config import RunConfig
 from rnndrop.data.lm import load_lm_corpus
@@ -76,7 +79,13 @@ def time_trainer(cfg, corpus, warmup: int, progress: bool) -> tuple[float, float
     return _per_step(marks["t0"], marks["t1"], cfg.train.max_steps - warmup)
 
 
-def time_bare(cfg, corpus, warmup: int) -> tuple[float, float]:
+def example_loss(model, out, y):
+    """The example's loss: the logits, ``log_softmax``, then the NLL (its ``nn.NLLLoss``)."""
+    logits = model.decoder.logits(out.reshape(-1, out.shape[-1]))
+    return F.nll_loss(F.log_softmax(logits, dim=-1), y.reshape(-1))
+
+
+def time_bare(cfg, corpus, warmup: int, loss_of=example_loss) -> tuple[float, float]:
     """Seconds per step (wall, CPU) of the example-style loop on the same model and windows."""
     t = cfg.train
     torch.manual_seed(t.seed)
@@ -91,7 +100,7 @@ def time_bare(cfg, corpus, warmup: int) -> tuple[float, float]:
         hidden = None if hidden is None else tuple(h.detach() for h in hidden)
         model.zero_grad(set_to_none=True)
         out, hidden = model(x, hidden)
-        loss = model.loss(out, y)
+        loss = loss_of(model, out, y)
         (loss * x.shape[0] if t.loss_reduction == "sum_over_time" else loss).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
         with torch.no_grad():
@@ -113,6 +122,8 @@ def main():
     ap.add_argument("--no-bar", action="store_true", help="the trainer without a progress bar")
     ap.add_argument("--sync-every", type=int, default=0,
                     help="the trainer's train.sync_every (0: its default, 1 on CPU)")
+    ap.add_argument("--bare-loss", choices=("example", "model"), default="example",
+                    help="the bare loop's loss: the example's log_softmax + NLL, or model.loss")
     ap.add_argument("--data", default=None, help="data root holding ptb/ (default $RNNDROP_DATA)")
     args = ap.parse_args()
     if args.threads:
@@ -120,11 +131,13 @@ def main():
     root = args.data or os.environ.get("RNNDROP_DATA")
     cfg0 = config(args.size, "none", args.steps, args.bptt)
     corpus = load_lm_corpus(cfg0.data, os.path.join(root, "ptb") if root else None)
+    loss_of = example_loss if args.bare_loss == "example" else (
+        lambda model, out, y: model.loss(out, y))
     times = {(s, k): [] for s in args.schemes for k in ("bare", "trainer")}
     for _ in range(args.repeats):
         for s in args.schemes:
             cfg = config(args.size, s, args.steps, args.bptt, args.sync_every)
-            times[s, "bare"].append(time_bare(cfg, corpus, args.warmup))
+            times[s, "bare"].append(time_bare(cfg, corpus, args.warmup, loss_of))
             times[s, "trainer"].append(time_trainer(cfg, corpus, args.warmup, not args.no_bar))
     H, T = SIZES[args.size]
     T = args.bptt or T
@@ -132,7 +145,8 @@ def main():
     print(f"trainer vs bare loop, size={args.size} (2 x {H} LSTM, bptt {T}, batch 20, PTB), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{args.steps - args.warmup} timed steps x {args.repeats} interleaved repeats, "
-          f"progress bar {'off' if args.no_bar else 'on'}, sync_every {args.sync_every or 'default'}, "
+          f"progress bar {'off' if args.no_bar else 'on'}, bare loss {args.bare_loss}, "
+          f"sync_every {args.sync_every or 'default'}, "
           f"load {os.getloadavg()[0]:.2f}")
     print(f"{'scheme':<13}{'bare ms/step':>14}{'trainer ms/step':>17}{'bare tok/s':>12}"
           f"{'trainer tok/s':>15}{'ratio':>8}{'bare CPU ms':>13}{'trainer CPU ms':>16}"

@@ -504,3 +504,63 @@ def test_untied_linear_gives_a_learned_mask_its_gradient():
     ref = torch.cat([(x * masks[g]) @ w[g * 4:(g + 1) * 4].t() for g in range(2)], dim=-1)
     (gr,) = torch.autograd.grad(ref.sum(), masks)
     _close(gm, gr)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_cross_entropy_gradcheck(monkeypatch, reduction, bias):
+    """The fused loss (softmax - onehot made in place, block by block) in float64 against
+    finite differences, with blocks of one row and of several, so the block loop is covered."""
+    from rnndrop.fast import _xent
+    torch.manual_seed(6)
+    N, H, V = 7, 3, 5
+    h = torch.randn(N, H, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, H, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(V, dtype=torch.float64, requires_grad=True) if bias else None
+    y = torch.randint(0, V, (N,))
+    ins = (h, w) + ((b,) if bias else ())
+    for block in (8 * V, 3 * 8 * V):
+        monkeypatch.setattr(_xent, "_BLOCK_BYTES", block)
+        out = fast.linear_cross_entropy(h, w, b, y, reduction)
+        assert type(out.grad_fn).__name__ == "_LinearCrossEntropyBackward"
+        torch.testing.assert_close(out, F.cross_entropy(F.linear(h, w, b), y,
+                                                        reduction=reduction))
+        assert torch.autograd.gradcheck(
+            lambda *a: fast.linear_cross_entropy(a[0], a[1], a[2] if bias else None, y,
+                                                 reduction), ins)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_linear_cross_entropy_float32_equals_autograd(monkeypatch, onednn):
+    """float32 at a PTB-like shape (blocks of 13 rows over 10k words): the loss and every
+    gradient as F.cross_entropy(F.linear(...)) gives them, through oneDNN or torch.mm, also
+    into a weight tied to another use (its gradients add up) and after large logits."""
+    if onednn and not _gemm.packed_ok():
+        pytest.skip("oneDNN packed linear ops unavailable in this torch build")
+    monkeypatch.setenv("RNNDROP_FAST_NO_MKLDNN", "0" if onednn else "1")
+    torch.manual_seed(7)
+    N, H, V = 60, 16, 10000
+    h = torch.randn(N, H, requires_grad=True)
+    w = (torch.randn(V, H) * 3).requires_grad_()            # logits in the hundreds
+    b = torch.randn(V, requires_grad=True)
+    y = torch.randint(0, V, (N,))
+    got = fast.linear_cross_entropy(h, w, b, y) + w[:5].sum()
+    want = F.cross_entropy(F.linear(h, w, b), y) + w[:5].sum()
+    assert type(got.grad_fn).__name__ == "AddBackward0"
+    _close(got.detach(), want.detach())
+    for a, c in zip(torch.autograd.grad(got, (h, w, b)), torch.autograd.grad(want, (h, w, b))):
+        _close(a, c)
+
+
+def test_linear_cross_entropy_bad_targets_and_no_grad():
+    h, w = torch.randn(4, 3, requires_grad=True), torch.randn(6, 3)
+    for bad in (6, -1):
+        with pytest.raises(IndexError, match=f"Target {bad} is out of bounds"):
+            fast.linear_cross_entropy(h, w, None, torch.tensor([0, 1, bad, 2]))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        fast.linear_cross_entropy(h, w, None, torch.tensor([0, 1, 2, 3]), "avg")
+    with torch.no_grad():          # evaluation: the plain calls, same value
+        y = torch.tensor([0, 5, 2, 3])
+        out = fast.linear_cross_entropy(h, w, None, y)
+        assert out.grad_fn is None
+        torch.testing.assert_close(out, F.cross_entropy(h @ w.t(), y))

@@ -9,6 +9,7 @@ backward, and the input projections that feed them::
     select(cell, *args) -> the recurrence to call with args (fast or reference; see below)
     linear(x, weight, bias=None)                 # = F.linear, faster fwd+bwd on CPU float32
     untied_linear(x, masks, weight, bias=None)   # one input mask per gate (untied dropout)
+    linear_cross_entropy(h, weight, bias, targets, reduction)   # the output layer's loss, fused
 
 ``xp`` is the input projection for all steps (``(T, B, G*H)``), ``mask_h`` ``None``, ``(B, H)``
 (tied) or ``(G, B, H)`` (untied), already scaled by 1/(1-p); its layout (``MaskMode``) is read
@@ -54,8 +55,10 @@ from . import _cext, _graphs, _gru, _lstm, _triton
 from ._common import Impl
 from ._gemm import packed_ok, use_packed
 from ._linear import linear, untied_linear
+from ._xent import linear_cross_entropy
 
 __all__ = ["available", "select", "lstm_recurrence", "gru_recurrence", "linear", "untied_linear",
+           "linear_cross_entropy",
            "packed_ok", "set_cuda_graphs", "cuda_graphs_enabled", "clear_cuda_graphs"]
 
 _FAST = {"LSTM": _lstm, "GRU": _gru}

@@ -1,0 +1,113 @@
+"""The output layer's loss in one Function: ``F.cross_entropy(F.linear(h, W, b), y)``.
+
+``linear_cross_entropy(h, weight, bias, targets, reduction)``, for ``h`` ``(N, H)``, ``weight``
+``(V, H)``, ``bias`` ``(V,)`` or None, ``targets`` ``(N,)`` class indices:
+
+    loss_n = logsumexp_v z_nv - z_n,y_n,     z = h Wᵀ + b,
+    ∂loss_n/∂z = softmax(z_n) - onehot(y_n).
+
+Autograd's version keeps the ``(N, V)`` logits, writes a log-softmax of the same size, then in
+backward a zero-filled ``(N, V)`` gradient of the NLL with one entry per row, and a third
+``(N, V)`` block for the log-softmax's backward: at PTB's 10,000 words these are four passes
+over 16-28 MB blocks that no cache holds, and fresh blocks page-fault. Training always goes on
+to backward, so here the forward turns the logits in place into ``softmax - onehot`` a few rows
+at a time (cache-sized: the max, exp, sum and divide of a block run while it is in cache) and
+saves that one block; backward is the two products and a column sum, scaled by the incoming
+gradient. On CPU float32 the products go through oneDNN (as ``fast.linear``'s do); the weight
+gradient as ``(hᵀ G)ᵀ``, whose oneDNN product reads ``G`` as it lies where ``Gᵀ h`` would copy
+it transposed first. Elsewhere the same algorithm with torch ops (float64 for ``gradcheck``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._gemm import _ops, use_packed
+from ._linear import linear
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+# Bytes of logits per block of rows in the in-place softmax: the block's five passes then run
+# in L2 (1 MB per core on the EPYC and Xeon machines this project measures on).
+_BLOCK_BYTES = 1 << 19
+
+
+def _product(a: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``a @ w.T (+ bias)``: oneDNN on CPU float32, ``F.linear`` otherwise."""
+    if use_packed(a) and use_packed(w) and (bias is None or use_packed(bias)):
+        lp, _ = _ops()
+        return lp(a, w, bias, "none", [], "")
+    return F.linear(a, w, bias)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, bias, targets, reduction):
+        z = _product(h, weight, bias)                                  # (N, V) logits
+        N, V = z.shape
+        rows = torch.arange(N, device=z.device)
+        picked = z[rows, targets]                                      # z_n,y_n
+        lse = torch.empty(N, dtype=z.dtype, device=z.device)
+        step = max(1, _BLOCK_BYTES // (z.element_size() * V))
+        for i in range(0, N, step):
+            blk = z[i:i + step]
+            m = blk.amax(1, keepdim=True)
+            blk.sub_(m).exp_()
+            s = blk.sum(1, keepdim=True)
+            blk.div_(s)                                                # softmax, in place
+            lse[i:i + step] = s.log_().add_(m).squeeze(1)
+        z[rows, targets] -= 1.0                                        # G = softmax - onehot
+        loss = lse - picked
+        ctx.save_for_backward(z, h, weight)
+        ctx.has_bias, ctx.reduction = bias is not None, reduction
+        if reduction == "mean":
+            return loss.mean()
+        return loss.sum() if reduction == "sum" else loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        G, h, w = ctx.saved_tensors
+        if ctx.reduction == "none":
+            G, scale = G * grad.unsqueeze(1), None
+        else:
+            # scale the (N, H), (V, H) and (V,) results, not the (N, V) block
+            scale = grad / G.shape[0] if ctx.reduction == "mean" else grad
+        dh = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dh = _product(G, w.t(), None)
+        if ctx.needs_input_grad[1]:
+            dw = _product(h.t().contiguous(), G.t(), None).t()          # (hᵀ G)ᵀ = Gᵀ h
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = G.sum(0)
+        if scale is not None:
+            dh, dw, db = (None if t is None else t.mul_(scale) for t in (dh, dw, db))
+        return dh, dw, db, None, None
+
+
+def linear_cross_entropy(h: Tensor, weight: Tensor, bias: Optional[Tensor], targets: Tensor,
+                         reduction: str = "mean") -> Tensor:
+    """``F.cross_entropy(F.linear(h, weight, bias), targets, reduction=reduction)`` for ``h``
+    ``(N, H)``, ``targets`` ``(N,)``; the fused Function on CPU when a gradient is wanted and
+    autocast is off (module docstring), the two torch calls otherwise. Targets outside
+    ``[0, V)`` raise ``IndexError`` as ``F.cross_entropy``'s do."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    wants_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (h, weight, bias))
+    fused = (wants_grad and h.dim() == 2 and targets.dim() == 1 and h.shape[0] > 0
+             and h.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+             and h.dtype in (torch.float32, torch.float64)
+             and weight.dtype == h.dtype and (bias is None or bias.dtype == h.dtype)
+             and not targets.is_floating_point())
+    if not fused:
+        return F.cross_entropy(linear(h, weight, bias), targets, reduction=reduction)
+    if targets.shape[0] != h.shape[0]:
+        raise ValueError(f"hidden has {h.shape[0]} rows but targets {targets.shape[0]}")
+    V = weight.shape[0]
+    lo, hi = int(targets.min()), int(targets.max())            # CPU only: no device sync
+    if lo < 0 or hi >= V:
+        raise IndexError(f"Target {lo if lo < 0 else hi} is out of bounds.")
+    return _LinearCrossEntropy.apply(h, weight, bias, targets.long(), reduction)
