@@ -78,6 +78,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print torch.profiler's top ops over --steps steps of each model")
     args = ap.parse_args()
     H, T, p = SIZES[args.size]
     B, L = args.batch, 2
@@ -119,6 +121,15 @@ def main():
         med, c = statistics.median(times[k]), statistics.median(cpu[k])
         print(f"{k:<18}{1e3 * med:>10.1f}{T * B / med:>12.0f}{base / med:>8.2f}"
               + (f"{1e3 * c:>13.1f}{cbase / c:>11.2f}" if on_cpu else ""))
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+        for k, m in models.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(args.steps):
+                    states[k] = step_fn(m, opts[k], x, y, states[k])
+            print(f"{k}: {args.steps} steps")
+            print(prof.key_averages().table(
+                sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=36))
 
 
 if __name__ == "__main__":
