@@ -557,6 +557,10 @@ def test_linear_cross_entropy_bad_targets_and_no_grad():
     for bad in (6, -1):
         with pytest.raises(IndexError, match=f"Target {bad} is out of bounds"):
             fast.linear_cross_entropy(h, w, None, torch.tensor([0, 1, bad, 2]))
+    with pytest.raises(TypeError, match="targets must be integer class indices"):
+        fast.linear_cross_entropy(h, w, None, torch.zeros(4))
+    with pytest.raises(ValueError, match="hidden has 4 rows but targets 3"):
+        fast.linear_cross_entropy(h, w, None, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="reduction must be one of"):
         fast.linear_cross_entropy(h, w, None, torch.tensor([0, 1, 2, 3]), "avg")
     with torch.no_grad():          # evaluation: the plain calls, same value

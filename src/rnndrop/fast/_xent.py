@@ -95,13 +95,14 @@ def linear_cross_entropy(h: Tensor, weight: Tensor, bias: Optional[Tensor], targ
     ``[0, V)`` raise ``IndexError`` as ``F.cross_entropy``'s do."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise TypeError(f"targets must be integer class indices, got {targets.dtype}")
     wants_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (h, weight, bias))
     fused = (wants_grad and h.dim() == 2 and targets.dim() == 1 and h.shape[0] > 0
              and h.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
              and h.dtype in (torch.float32, torch.float64)
-             and weight.dtype == h.dtype and (bias is None or bias.dtype == h.dtype)
-             and not targets.is_floating_point())
+             and weight.dtype == h.dtype and (bias is None or bias.dtype == h.dtype))
     if not fused:
         return F.cross_entropy(linear(h, weight, bias), targets, reduction=reduction)
     if targets.shape[0] != h.shape[0]:
