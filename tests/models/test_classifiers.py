@@ -193,3 +193,29 @@ def test_learned_rates_and_their_regulariser_through_encoder_options():
     assert m.encoder.concrete_hidden[0].p_logit.grad.abs().item() > 0
     plain = SentimentClassifier(30, "gru", embedding_dim=6, hidden_size=5)
     assert plain.dropout_rates() == {} and plain.regularizer(1e-2, 1e-3).item() == 0.0
+
+
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("make", [
+    lambda packed: SentimentClassifier(
+        V, "bilstm", embedding_dim=8, hidden_size=6, dropout=0.3, dropout_embedding=0.3,
+        encoder_options=dict(dropout_input=0.2, dropout_hidden=0.3, variational=True,
+                             tied=False), packed=packed),
+    lambda packed: SentimentRegressor(V, "gru", p=0.3, embedding_dim=8, hidden_size=5,
+                                      packed=packed),
+])
+def test_replicas_equal_the_repeated_batch(make, packed):
+    """``model(tokens, lengths, replicas=R)`` (MC dropout's samples with one lookup) is
+    ``model(tokens.repeat(R, 1), lengths.repeat(R))`` bit for bit from the same seed."""
+    torch.manual_seed(0)
+    m = make(packed).train()
+    tokens, lengths = _batch()
+    R = 3
+    torch.manual_seed(1)
+    want = m(tokens.repeat(R, 1), lengths.repeat(R))
+    torch.manual_seed(1)
+    got = m(tokens, lengths, replicas=R)
+    assert got.shape[0] == R * tokens.shape[0]
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="replicas must be an integer >= 1"):
+        m(tokens, lengths, replicas=0)

@@ -83,7 +83,8 @@ def predict(model, data: Encoded, task: str, scale=None, *, batch_size: int = 12
                     got = []
                     for s0 in range(0, mc, per):
                         s = min(per, mc - s0)
-                        o = model(x.repeat(s, 1), lengths.repeat(s))
+                        # the s replicas share the batch's embedding lookup
+                        o = model(x, lengths, replicas=s)
                         got.append(_to_outputs(o, task, scale).view(s, len(idx), -1).cpu())
                         bar.update(s * len(idx))
                     if samples is None:

@@ -116,11 +116,12 @@ class _SequenceModel(nn.Module):
         self.encoder = make_encoder(encoder, embedding_dim, hidden_size, num_layers,
                                     **dict(encoder_options))
 
-    def embed(self, tokens: Tensor) -> Tensor:
-        """Token ids ``(B, T)`` → embeddings ``(B, T, E)`` (word-type dropout in training)."""
+    def embed(self, tokens: Tensor, replicas: int = 1) -> Tensor:
+        """Token ids ``(B, T)`` → embeddings ``(B, T, E)`` (word-type dropout in training);
+        ``replicas = R``: ``(R·B, T, E)`` as for ``tokens.repeat(R, 1)``, one lookup."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (B, T), got shape {tuple(tokens.shape)}")
-        return self.embedding(tokens)
+        return self.embedding(tokens, replicas)
 
     @property
     def feature_size(self) -> int:
@@ -140,9 +141,12 @@ class _SequenceModel(nn.Module):
             return last
         return torch.cat([last, output[:, 0, H:]], -1)
 
-    def features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        """``(B, H)``: the encoder state after each review's last real token."""
-        return self.features_from_embeddings(self.embed(tokens), lengths)
+    def features(self, tokens: Tensor, lengths: Tensor, replicas: int = 1) -> Tensor:
+        """``(B, H)``: the encoder state after each review's last real token. ``replicas =
+        R > 1`` (MC dropout's samples side by side, each its own masks): ``(R·B, H)``, as
+        ``tokens.repeat(R, 1)`` with ``lengths.repeat(R)`` would give, with one lookup."""
+        embedded = self.embed(tokens, replicas)          # checks replicas
+        return self.features_from_embeddings(embedded, lengths.repeat(replicas))
 
     def dropout_rates(self) -> dict:
         """The encoder's learned drop probabilities (``encoder_options`` with
@@ -206,8 +210,9 @@ class SentimentClassifier(_SequenceModel):
         x = F.dropout(x, self.dropout, self.training)
         return self.out(x)
 
-    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        return self.head(self.features(tokens, lengths))
+    def forward(self, tokens: Tensor, lengths: Tensor, replicas: int = 1) -> Tensor:
+        """Logits ``(B, num_classes)`` (``(R·B, …)`` with ``replicas``, see :meth:`features`)."""
+        return self.head(self.features(tokens, lengths, replicas))
 
     def extra_repr(self) -> str:
         return (f"encoder={self.encoder_kind!r}, head_activation={self.head_activation!r}, "
@@ -253,8 +258,9 @@ class SentimentRegressor(_SequenceModel):
                     packed)
         self.out = nn.Linear(self.feature_size, 1)
 
-    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        return torch.sigmoid(self.out(self.features(tokens, lengths))).squeeze(-1)
+    def forward(self, tokens: Tensor, lengths: Tensor, replicas: int = 1) -> Tensor:
+        """Ratings ``(B,)`` (``(R·B,)`` with ``replicas``, see :meth:`features`)."""
+        return torch.sigmoid(self.out(self.features(tokens, lengths, replicas))).squeeze(-1)
 
     def extra_repr(self) -> str:
         return f"cell={self.cell!r}, scheme={self.scheme!r}, p={self.p}"
