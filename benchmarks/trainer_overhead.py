@@ -5,12 +5,13 @@ windows.
 The bare loop is the example's: forward, the loss (summed over the window where the recipe
 says so) as the example computes it, the decoder's logits then ``log_softmax`` and the NLL
 (``--bare-loss model``: the model's own ``loss``, which on CPU is one fused Function, so that
-the ratio then isolates what the trainer adds around the step), ``backward``, ``clip_grad_norm_``, SGD by hand (``p -= lr * grad``), ``loss.item()``
-once per step for its running loss, hidden state detached. The trainer runs the real
-``LMTrainer.train`` for the same steps (``train.max_steps``), everything it reports included
-(step log, clipping record, running perplexity, progress bar or log lines, the divergence
-checks, the signal-safe commit). Only steps ``--warmup + 1 …`` are timed in both (the trainer's
-through its step hooks), so its start (directory, lock) and its final checkpoint are not.
+the ratio then isolates what the trainer adds around the step), ``backward``,
+``clip_grad_norm_``, SGD by hand (``p -= lr * grad``), ``loss.item()`` once per step for its
+running loss, hidden state detached. The trainer runs the real ``LMTrainer.train`` for the
+same steps (``train.max_steps``), everything it reports included (step log, clipping record,
+running perplexity, progress bar or log lines, the divergence checks, the signal-safe commit).
+Only steps ``--warmup + 1 …`` are timed in both (the trainer's through its step hooks), so its
+start (directory, lock) and its final checkpoint are not.
 Interleaved: for each repeat, each scheme runs once in each form; medians; ratio bare / trainer
 (≥ 1 means the trainer is as fast as the bare loop). Wall time and the process's CPU time
 (user + system) both: on a shared machine the CPU time is the fairer of the two, since time

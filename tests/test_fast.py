@@ -563,6 +563,13 @@ def test_linear_cross_entropy_bad_targets_and_no_grad():
         fast.linear_cross_entropy(h, w, None, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="reduction must be one of"):
         fast.linear_cross_entropy(h, w, None, torch.tensor([0, 1, 2, 3]), "avg")
+    for dtype in (torch.int32, torch.uint8):   # other integer ids, with and without a gradient
+        y = torch.tensor([0, 5, 2, 3], dtype=dtype)
+        torch.testing.assert_close(fast.linear_cross_entropy(h, w, None, y),
+                                   F.cross_entropy(h @ w.t(), y.long()))
+        with torch.no_grad():
+            torch.testing.assert_close(fast.linear_cross_entropy(h, w, None, y),
+                                       F.cross_entropy(h @ w.t(), y.long()))
     with torch.no_grad():          # evaluation: the plain calls, same value
         y = torch.tensor([0, 5, 2, 3])
         out = fast.linear_cross_entropy(h, w, None, y)

@@ -56,6 +56,11 @@ def use_packed(t: Tensor) -> bool:
             and os.environ.get("RNNDROP_FAST_NO_MKLDNN", "") in ("", "0") and packed_ok())
 
 
+def all_packed(*tensors: Optional[Tensor]) -> bool:
+    """:func:`use_packed` for every operand given (``None``: an absent bias, no objection)."""
+    return all(t is None or use_packed(t) for t in tensors)
+
+
 class Linear:
     """``x @ w.T`` for many small ``x`` with one weight ``w`` (out × in).
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._gemm import _ops, mm_tn, use_packed
+from ._gemm import _ops, all_packed, mm_tn
 
 
 class _Linear(torch.autograd.Function):
@@ -47,8 +47,7 @@ class _Linear(torch.autograd.Function):
 
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """Same as ``F.linear(x, weight, bias)``; faster forward+backward on CPU float32."""
-    if (x.dim() >= 2 and x.numel() > 0 and use_packed(x) and use_packed(weight)
-            and (bias is None or use_packed(bias))):
+    if x.dim() >= 2 and x.numel() > 0 and all_packed(x, weight, bias):
         return _Linear.apply(x, weight, bias)
     return F.linear(x, weight, bias)
 
@@ -103,8 +102,8 @@ def untied_linear(x: Tensor, masks: Tensor, weight: Tensor,
     (``z_g``: one mask per gate and sequence, reused at every step) and ``weight`` ``(G*H, I)``;
     returns ``(T, B, G*H)``. On CPU float32 one oneDNN product per gate block (``_UntiedLinear``);
     elsewhere, or for masks that need a gradient, one einsum over the G masked copies."""
-    if (x.dim() == 3 and x.numel() > 0 and not masks.requires_grad and use_packed(x)
-            and use_packed(weight) and use_packed(masks) and (bias is None or use_packed(bias))):
+    if (x.dim() == 3 and x.numel() > 0 and not masks.requires_grad
+            and all_packed(x, masks, weight, bias)):
         return _UntiedLinear.apply(x, masks, weight, bias)
     G = masks.shape[0]
     T, B, _ = x.shape

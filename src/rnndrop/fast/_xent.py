@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._gemm import _ops, use_packed
+from ._gemm import _ops, all_packed
 from ._linear import linear
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -37,7 +37,7 @@ _BLOCK_BYTES = 1 << 19
 
 def _product(a: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
     """``a @ w.T (+ bias)``: oneDNN on CPU float32, ``F.linear`` otherwise."""
-    if use_packed(a) and use_packed(w) and (bias is None or use_packed(bias)):
+    if all_packed(a, w, bias):
         lp, _ = _ops()
         return lp(a, w, bias, "none", [], "")
     return F.linear(a, w, bias)
@@ -97,6 +97,7 @@ def linear_cross_entropy(h: Tensor, weight: Tensor, bias: Optional[Tensor], targ
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
         raise TypeError(f"targets must be integer class indices, got {targets.dtype}")
+    targets = targets.long()                 # int32/uint8 ids, as full_loss always took them
     wants_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (h, weight, bias))
     fused = (wants_grad and h.dim() == 2 and targets.dim() == 1 and h.shape[0] > 0
@@ -108,7 +109,7 @@ def linear_cross_entropy(h: Tensor, weight: Tensor, bias: Optional[Tensor], targ
     if targets.shape[0] != h.shape[0]:
         raise ValueError(f"hidden has {h.shape[0]} rows but targets {targets.shape[0]}")
     V = weight.shape[0]
-    lo, hi = int(targets.min()), int(targets.max())            # CPU only: no device sync
+    lo, hi = (int(v) for v in torch.aminmax(targets))         # CPU only: no device sync
     if lo < 0 or hi >= V:
         raise IndexError(f"Target {lo if lo < 0 else hi} is out of bounds.")
-    return _LinearCrossEntropy.apply(h, weight, bias, targets.long(), reduction)
+    return _LinearCrossEntropy.apply(h, weight, bias, targets, reduction)

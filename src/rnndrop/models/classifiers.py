@@ -146,7 +146,8 @@ class _SequenceModel(nn.Module):
         R > 1`` (MC dropout's samples side by side, each its own masks): ``(R·B, H)``, as
         ``tokens.repeat(R, 1)`` with ``lengths.repeat(R)`` would give, with one lookup."""
         embedded = self.embed(tokens, replicas)          # checks replicas
-        return self.features_from_embeddings(embedded, lengths.repeat(replicas))
+        return self.features_from_embeddings(
+            embedded, lengths.repeat(replicas) if replicas > 1 else lengths)
 
     def dropout_rates(self) -> dict:
         """The encoder's learned drop probabilities (``encoder_options`` with

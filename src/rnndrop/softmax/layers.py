@@ -87,8 +87,6 @@ class _LinearDecoder(nn.Module):
 
     def full_loss(self, hidden: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """Full-softmax cross-entropy: ``(*, H)``, ``(*)`` → scalar (or ``(*)`` for ``"none"``)."""
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
         if hidden.shape[-1] != self.hidden_size:
             raise ValueError(f"hidden must end in hidden_size = {self.hidden_size}, got shape "
                              f"{tuple(hidden.shape)}")
