@@ -67,19 +67,24 @@ def _compare_gru(T, B, H, kind, bias=True, device="cpu", tol=1e-5, seed=0):
         _close(a, c, tol)
 
 
-@pytest.fixture(params=["onednn+C", "onednn", "onednn-blocks+C", "torch+C", "torch"])
+@pytest.fixture(params=["onednn+C", "onednn", "onednn-blocks+C", "onednn-blocks-packed+C",
+                        "torch+C", "torch"])
 def cpu_impl(request, monkeypatch):
     """Every CPU implementation: products through oneDNN (when this torch has the ops) or
     torch.mm, gate math in the fused C kernels (when they build) or in torch ops.
-    "onednn-blocks": untied masks' per-gate products packed at every size (by default only
-    from ``BlockLinear.BLOCKS_MIN`` units, larger than the sizes tested here)."""
+    "onednn-blocks": untied masks' per-gate products through oneDNN at every size (by default
+    only from ``BlockLinear.BLOCKS_MIN`` units, larger than the sizes tested here), the backward
+    blocks as views; "-packed": the backward blocks packed too (by default from
+    ``BlockLinear.PACK_MIN`` units)."""
     products, _, c = request.param.partition("+")
     if products.startswith("onednn"):
         if not _gemm.packed_ok():
             pytest.skip("oneDNN packed linear ops unavailable in this torch build")
         monkeypatch.delenv("RNNDROP_FAST_NO_MKLDNN", raising=False)
-        if products == "onednn-blocks":
+        if products.startswith("onednn-blocks"):
             monkeypatch.setattr(_gemm.BlockLinear, "BLOCKS_MIN", 0)
+        if products == "onednn-blocks-packed":
+            monkeypatch.setattr(_gemm.BlockLinear, "PACK_MIN", 0)
     else:
         monkeypatch.setenv("RNNDROP_FAST_NO_MKLDNN", "1")
     if c:
@@ -462,11 +467,33 @@ def test_block_linear_matches_bmm(monkeypatch, packed):
     ref = torch.stack([xs[k] @ w[k * H:(k + 1) * H].t() for k in range(G)])
     _close(lin(xs), ref, 1e-5)
     d = torch.randn(B, G * H)  # backward form: d_k @ W_k, d_k strided column blocks of d
-    lin_t = _gemm.BlockLinear(w.view(G, H, H).transpose(1, 2), B, packed)
     ref_t = torch.stack([d[:, k * H:(k + 1) * H] @ w[k * H:(k + 1) * H] for k in range(G)])
-    _close(lin_t([d[:, k * H:(k + 1) * H] for k in range(G)]), ref_t, 1e-5)
+    for pack in (True, False):  # blocks packed, or handed over as transposed views
+        lin_t = _gemm.BlockLinear(w.view(G, H, H).transpose(1, 2), B, packed, pack=pack)
+        _close(lin_t([d[:, k * H:(k + 1) * H] for k in range(G)]), ref_t, 1e-5)
+        _close(lin_t(d.view(B, G, H).transpose(0, 1)), ref_t, 1e-5)  # gate-major strided view
     monkeypatch.setattr(_gemm.BlockLinear, "BLOCKS_MIN", 8)
     assert not _gemm.BlockLinear(w.view(G, H, H), B, packed).packed  # under the size: bmm
+
+
+@pytest.mark.parametrize("cext", ["1", "0"])
+@pytest.mark.parametrize("shape,cols", [((300, 260), None), ((257, 300), None), ((300, 1000), 250),
+                                        ((3, 5), None), ((1, 70000), None)])
+def test_transposed_is_a_contiguous_transpose(monkeypatch, cext, shape, cols):
+    """``_gemm.transposed`` (the weight gradients' left operand): exactly ``a.t().contiguous()``
+    through the blocked C kernel or torch's copy, for full and partial 16 x 16 tiles, a strided
+    column block (``cols``: the first ``cols`` columns, row stride ``shape[1]``), a tensor under
+    ``TRANSPOSE_MIN`` and a single row."""
+    monkeypatch.setenv("RNNDROP_FAST_CEXT", cext)
+    if cext == "1" and _cext.kernels() is None:
+        pytest.skip("fused C kernels unavailable (no C compiler?)")
+    a = torch.randn(*shape)
+    if cols is not None:
+        a = a[:, 7:7 + cols]
+    got = _gemm.transposed(a)
+    assert got.is_contiguous() and got.shape == a.t().shape
+    assert torch.equal(got, a.t())
+    assert torch.equal(_gemm.transposed(a.double()), a.double().t())  # other dtypes: torch
 
 
 @pytest.mark.parametrize("onednn", [True, False])

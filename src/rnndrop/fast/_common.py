@@ -60,8 +60,9 @@ def rec_product(w: Tensor, m: Optional[Tensor], mode: MaskMode, B: int, packed: 
     H = w.shape[1]
     if mode == MaskMode.UNTIED:
         gates = w.shape[0] // H
-        lin_k = BlockLinear(w.view(gates, H, H).transpose(1, 2), B, packed)  # d_k @ W_k
-        return lambda d: (lin_k([d[:, k * H:(k + 1) * H] for k in range(gates)]), MaskMode.UNTIED)
+        lin_k = BlockLinear(w.view(gates, H, H).transpose(1, 2), B, packed,   # d_k @ W_k
+                            pack=H >= BlockLinear.PACK_MIN)
+        return lambda d: (lin_k(d.view(B, gates, H).transpose(0, 1)), MaskMode.UNTIED)
     lin_t = Linear(w.t(), B, packed, pack=False)
     return lambda d: (lin_t.mul(d, m), MaskMode.NONE)
 

@@ -18,6 +18,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import _cext
+
 _PROBE: Optional[bool] = None
 
 
@@ -101,43 +103,73 @@ class Linear:
 
 class BlockLinear:
     """``out[k] = x_k @ w_kᵀ`` for ``G`` square blocks ``w_k`` (``blocks`` is ``(G, N, K)``, any
-    strides) and inputs ``x_k`` (``B × K``, any row stride): the per-gate products of untied
-    masks, returned stacked as a contiguous ``(G, B, N)``.
+    strides) and inputs ``x_k`` (a ``(G, B, K)`` tensor, any strides, or a sequence of ``G``
+    ``(B, K)`` tensors): the per-gate products of untied masks, returned stacked as a contiguous
+    ``(G, B, N)``.
 
-    oneDNN path: each block packed once for batch ``batch``, then one packed product per block
-    per step. ``torch.bmm`` goes to MKL, which re-packs every weight block at every call: at
-    B = 20, H = 650 on one core that made the untied forward product 1.24 ms against 1.03 ms for
-    four packed products (tied: one product, 0.86 ms) and the backward one 1.66 against 1.17 ms.
-    Each oneDNN call costs ~30 µs more than its share of one ``bmm``, so below
-    ``BLOCKS_MIN`` units the ``bmm`` wins (fwd + bwd of one layer, B = 20, T = 35, one core of
-    an AVX-512 EPYC: H = 400 bmm 46.7 / packed 52.5 ms, H = 500 91.3 / 84.0, H = 650 126.1 /
-    114.8, H = 1000 370.6 / 315.0). Fallback (no oneDNN, or smaller blocks): ``torch.bmm``.
+    oneDNN path: with ``pack=True`` each block packed once for batch ``batch``, then one packed
+    product per block per step. ``torch.bmm`` goes to MKL, which re-packs every weight block at
+    every call: at B = 20, H = 650 on one core that made the untied forward product 1.24 ms
+    against 1.03 ms for four packed products (tied: one product, 0.86 ms) and the backward one
+    1.66 against 1.17 ms. Each oneDNN call costs ~30 µs more than its share of one ``bmm``, so
+    below ``BLOCKS_MIN`` units the ``bmm`` wins (fwd + bwd of one layer, B = 20, T = 35, one core
+    of an AVX-512 EPYC: H = 400 bmm 46.7 / packed 52.5 ms, H = 500 91.3 / 84.0, H = 650 126.1 /
+    114.8, H = 1000 370.6 / 315.0). ``pack=False`` hands the blocks over as they are, which is
+    as fast as packed when each block is a transposed view of a row-major matrix (as for
+    ``Linear``): the backward's ``d_k @ W_k`` below ``PACK_MIN`` units, where packing (a
+    transposed copy and a reorder per block, ~4.6 ms a call at H = 650) costs more than it
+    saves. The inputs are made contiguous first: a strided ``x_k`` (a gate's columns of
+    ``dgates``) made the four products ~15 % slower. Fallback (no oneDNN, or smaller blocks):
+    ``torch.bmm``.
     """
 
     BLOCKS_MIN = 500
+    PACK_MIN = 1000
 
-    def __init__(self, blocks: Tensor, batch: int, packed: bool):
+    def __init__(self, blocks: Tensor, batch: int, packed: bool, pack: bool = True):
         packed = packed and min(blocks.shape[1:]) >= self.BLOCKS_MIN
         self.packed = packed
         if packed:
             lp, rw = _ops()
             self._lp = lp
-            self.w = [rw(b.contiguous(), batch) for b in blocks.unbind(0)]
+            self.w = ([rw(b.contiguous(), batch) for b in blocks.unbind(0)] if pack
+                      else list(blocks.unbind(0)))
         else:
             self.w = blocks.transpose(1, 2)
 
     def __call__(self, xs) -> Tensor:
-        """``xs``: a ``(G, B, K)`` tensor, or a sequence of ``G`` ``(B, K)`` tensors."""
         if self.packed:
+            if isinstance(xs, Tensor):
+                xs = xs.contiguous()
             return torch.stack([self._lp(x, w, None, "none", [], "") for x, w in zip(xs, self.w)])
         return torch.bmm(xs if isinstance(xs, Tensor) else torch.stack(list(xs)), self.w)
 
 
+# Below this many elements the C call's set-up is not worth it; torch's copy is quick enough.
+TRANSPOSE_MIN = 1 << 16
+
+
+def transposed(a: Tensor) -> Tensor:
+    """``a.t().contiguous()`` for a 2-D ``a``: through the blocked C kernel (``_cext``) for a large
+    CPU float32 ``a`` with unit column stride, else torch's copy. A weight gradient's left
+    operand: at (700, 2600) torch's strided copy took 1.6-3.8 ms against 0.6-1.4 ms for the
+    kernel, one thread of an AVX-512 EPYC (speed.md, "The weight gradients' transposed copy")."""
+    lib = _cext.kernels() if a.numel() >= TRANSPOSE_MIN else None
+    if (lib is None or a.dim() != 2 or a.dtype != torch.float32 or a.device.type != "cpu"
+            or a.stride(1) != 1 or a.stride(0) < a.shape[1]):
+        return a.t().contiguous()
+    R, C = a.shape
+    out = a.new_empty(C, R)
+    lib.transpose(a.data_ptr(), R, C, a.stride(0), out.data_ptr())
+    return out
+
+
 def mm_tn(a: Tensor, b: Tensor, packed: bool) -> Tensor:
     """``a.T @ b`` for ``a`` (M × N1), ``b`` (M × N2) with any strides: a weight gradient
-    ``Σ_rows dgatesᵀ h``. oneDNN reads the right operand's transposed view as it is and copies
-    the left one to row-major itself; still faster here than MKL's transposed sgemm."""
+    ``Σ_rows dgatesᵀ h``. oneDNN reads the right operand's transposed view as it is; the left
+    one must be row-major, which ``transposed`` makes it; still faster here than MKL's
+    transposed sgemm."""
     if packed:
         lp, _ = _ops()
-        return lp(a.t(), b.t(), None, "none", [], "")
+        return lp(transposed(a), b.t(), None, "none", [], "")
     return a.t().mm(b)
