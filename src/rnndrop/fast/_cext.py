@@ -64,15 +64,18 @@ static inline float ftanh(float x) {
     return x < 0.0f ? -t : t;
 }
 
-/* Forward step. Gate k of sample b, unit j is pre[k*s_pg + b*s_pb + j] (+ x[b*4H + k*H + j]
- * when x != NULL). Writes A[b, k*H + j] (i, f, g, o after activation), c, h (B, H), and
- * hm = h * m: mode 1 (B, H) mask, mode 2 (4, B, H) untied masks, mode 0 nothing. */
+/* Forward step. Gate k of sample b, unit j is pre[k][b*s_pb + j] (+ x[b*4H + k*H + j] when
+ * x != NULL): pre holds the address of each gate's block, in one product's output (tied: the
+ * gates side by side, s_pb = 4H) or in one per gate (untied: s_pb = H), so that the per-gate
+ * products need not be stacked. Writes A[b, k*H + j] (i, f, g, o after activation), c, h
+ * (B, H), and hm = h * m: mode 1 (B, H) mask, mode 2 (4, B, H) untied masks, mode 0 nothing. */
 static inline __attribute__((always_inline)) void fwd_row(
-        const float *__restrict p, long s_pg, const float *__restrict xb,
+        const float *__restrict pi, const float *__restrict pf, const float *__restrict pg,
+        const float *__restrict po, const float *__restrict xb,
         const float *__restrict cpb, float *__restrict a, float *__restrict cb,
         float *__restrict hb, long H, const int has_x) {
     for (long j = 0; j < H; j++) {
-        float xi = p[j], xf = p[s_pg + j], xg = p[2 * s_pg + j], xo = p[3 * s_pg + j];
+        float xi = pi[j], xf = pf[j], xg = pg[j], xo = po[j];
         if (has_x) {
             xi += xb[j]; xf += xb[H + j]; xg += xb[2 * H + j]; xo += xb[3 * H + j];
         }
@@ -84,18 +87,19 @@ static inline __attribute__((always_inline)) void fwd_row(
     }
 }
 
-void lstm_fwd_step(const float *__restrict pre, long s_pg, long s_pb,
+void lstm_fwd_step(const float *const *pre, long s_pb,
                    const float *__restrict x, const float *__restrict cp, float *__restrict A,
                    float *__restrict c, float *__restrict h, const float *__restrict m,
                    float *__restrict hm, long B, long H, int mode) {
     const long n = B * H;
     for (long b = 0; b < B; b++) {
+        const long o = b * s_pb;
         if (x)
-            fwd_row(pre + b * s_pb, s_pg, x + b * 4 * H, cp + b * H, A + b * 4 * H, c + b * H,
-                    h + b * H, H, 1);
+            fwd_row(pre[0] + o, pre[1] + o, pre[2] + o, pre[3] + o, x + b * 4 * H, cp + b * H,
+                    A + b * 4 * H, c + b * H, h + b * H, H, 1);
         else
-            fwd_row(pre + b * s_pb, s_pg, x, cp + b * H, A + b * 4 * H, c + b * H, h + b * H,
-                    H, 0);
+            fwd_row(pre[0] + o, pre[1] + o, pre[2] + o, pre[3] + o, x, cp + b * H,
+                    A + b * 4 * H, c + b * H, h + b * H, H, 0);
     }
     if (mode == 1) {
         for (long q = 0; q < n; q++) hm[q] = h[q] * m[q];
@@ -105,20 +109,21 @@ void lstm_fwd_step(const float *__restrict pre, long s_pg, long s_pb,
     }
 }
 
-/* Backward step. dh = dout + r (mode 0: r (B, H) as is; mode 2: sum_k r[k] * m[k] over
- * (4, B, H)). Adds dh o (1 - tanh^2 c) to dc, writes the pre-activation gradients dp (B, 4H)
- * and leaves dc * f in dc (the cell gradient carried to step t-1). */
+/* Backward step. dh = dout + r (mode 0: r[0] (B, H) as is; mode 2: sum_k r[k] * m[k], r[k]
+ * the (B, H) product of gate k, m (4, B, H)). Adds dh o (1 - tanh^2 c) to dc, writes the
+ * pre-activation gradients dp (B, 4H) and leaves dc * f in dc (the cell gradient carried to
+ * step t-1). */
 static inline __attribute__((always_inline)) void bwd_row(
         const float *__restrict a, const float *__restrict c, const float *__restrict cp,
-        const float *__restrict dout, const float *__restrict r, const float *__restrict m,
+        const float *__restrict dout, const float *__restrict r0, const float *__restrict r1,
+        const float *__restrict r2, const float *__restrict r3, const float *__restrict m,
         float *__restrict dc, float *__restrict d, long n, long H, const int untied) {
     for (long j = 0; j < H; j++) {
         float rr;
         if (untied)
-            rr = r[j] * m[j] + r[n + j] * m[n + j] + r[2 * n + j] * m[2 * n + j]
-                 + r[3 * n + j] * m[3 * n + j];
+            rr = r0[j] * m[j] + r1[j] * m[n + j] + r2[j] * m[2 * n + j] + r3[j] * m[3 * n + j];
         else
-            rr = r[j];
+            rr = r0[j];
         float dh = dout[j] + rr;
         float i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
         float tc = ftanh(c[j]);
@@ -133,28 +138,31 @@ static inline __attribute__((always_inline)) void bwd_row(
 
 void lstm_bwd_step(const float *__restrict A, const float *__restrict c,
                    const float *__restrict cp, const float *__restrict dout,
-                   const float *__restrict r, const float *__restrict m, float *__restrict dc,
+                   const float *const *r, const float *__restrict m, float *__restrict dc,
                    float *__restrict dp, long B, long H, int mode) {
     const long n = B * H;
     for (long b = 0; b < B; b++) {
         const long q = b * H;
         if (mode == 2)
-            bwd_row(A + 4 * q, c + q, cp + q, dout + q, r + q, m + q, dc + q, dp + 4 * q, n, H, 1);
+            bwd_row(A + 4 * q, c + q, cp + q, dout + q, r[0] + q, r[1] + q, r[2] + q, r[3] + q,
+                    m + q, dc + q, dp + 4 * q, n, H, 1);
         else
-            bwd_row(A + 4 * q, c + q, cp + q, dout + q, r + q, m, dc + q, dp + 4 * q, n, H, 0);
+            bwd_row(A + 4 * q, c + q, cp + q, dout + q, r[0] + q, r[0] + q, r[0] + q, r[0] + q,
+                    m, dc + q, dp + 4 * q, n, H, 0);
     }
 }
 
 /* GRU forward step (torch.nn.GRU equations). hh gate k (r, z, n) of sample b, unit j is
- * pre[k*s_pg + b*s_pb + j] = (W_hh (h_{t-1} * m))_k, plus bias[k*H + j] when bias != NULL;
+ * pre[k][b*s_pb + j] = (W_hh (h_{t-1} * m))_k (as in lstm_fwd_step), plus bias[k*H + j] when
+ * bias != NULL;
  * x (B, 3H) is the input projection. Writes S[b] = [r, z, n, hn] (B, 4H), h (B, H) and hm as
  * in lstm_fwd_step (mode 1: (B, H) mask, mode 2: (3, B, H) untied masks). */
 static inline __attribute__((always_inline)) void gru_fwd_row(
-        const float *__restrict p, long s_pg, const float *__restrict bias,
-        const float *__restrict xb, const float *__restrict hpb, float *__restrict s,
-        float *__restrict hb, long H, const int has_b) {
+        const float *__restrict pr, const float *__restrict pz, const float *__restrict pn,
+        const float *__restrict bias, const float *__restrict xb, const float *__restrict hpb,
+        float *__restrict s, float *__restrict hb, long H, const int has_b) {
     for (long j = 0; j < H; j++) {
-        float hr = p[j], hz = p[s_pg + j], hn = p[2 * s_pg + j];
+        float hr = pr[j], hz = pz[j], hn = pn[j];
         if (has_b) {
             hr += bias[j]; hz += bias[H + j]; hn += bias[2 * H + j];
         }
@@ -165,18 +173,19 @@ static inline __attribute__((always_inline)) void gru_fwd_row(
     }
 }
 
-void gru_fwd_step(const float *__restrict pre, long s_pg, long s_pb, const float *__restrict bias,
+void gru_fwd_step(const float *const *pre, long s_pb, const float *__restrict bias,
                   const float *__restrict x, const float *__restrict hp, float *__restrict S,
                   float *__restrict h, const float *__restrict m, float *__restrict hm,
                   long B, long H, int mode) {
     const long n = B * H;
     for (long b = 0; b < B; b++) {
+        const long o = b * s_pb;
         if (bias)
-            gru_fwd_row(pre + b * s_pb, s_pg, bias, x + b * 3 * H, hp + b * H, S + b * 4 * H,
-                        h + b * H, H, 1);
+            gru_fwd_row(pre[0] + o, pre[1] + o, pre[2] + o, bias, x + b * 3 * H, hp + b * H,
+                        S + b * 4 * H, h + b * H, H, 1);
         else
-            gru_fwd_row(pre + b * s_pb, s_pg, bias, x + b * 3 * H, hp + b * H, S + b * 4 * H,
-                        h + b * H, H, 0);
+            gru_fwd_row(pre[0] + o, pre[1] + o, pre[2] + o, bias, x + b * 3 * H, hp + b * H,
+                        S + b * 4 * H, h + b * H, H, 0);
     }
     if (mode == 1) {
         for (long q = 0; q < n; q++) hm[q] = h[q] * m[q];
@@ -193,14 +202,15 @@ void gru_fwd_step(const float *__restrict pre, long s_pg, long s_pb, const float
  * and leaves dh * z in dcar for step t-1. */
 static inline __attribute__((always_inline)) void gru_bwd_row(
         const float *__restrict s, const float *__restrict hpb, const float *__restrict dout,
-        const float *__restrict r, const float *__restrict m, float *__restrict dcar,
-        float *__restrict dx, float *__restrict dg, long n, long H, const int untied) {
+        const float *__restrict r0, const float *__restrict r1, const float *__restrict r2,
+        const float *__restrict m, float *__restrict dcar, float *__restrict dx,
+        float *__restrict dg, long n, long H, const int untied) {
     for (long j = 0; j < H; j++) {
         float rr;
         if (untied)
-            rr = r[j] * m[j] + r[n + j] * m[n + j] + r[2 * n + j] * m[2 * n + j];
+            rr = r0[j] * m[j] + r1[j] * m[n + j] + r2[j] * m[2 * n + j];
         else
-            rr = r[j];
+            rr = r0[j];
         float dh = dout[j] + rr + dcar[j];
         float rg = s[j], z = s[H + j], nn = s[2 * H + j], hn = s[3 * H + j];
         float dnp = dh * (1.0f - z) * (1.0f - nn * nn);
@@ -213,18 +223,18 @@ static inline __attribute__((always_inline)) void gru_bwd_row(
 }
 
 void gru_bwd_step(const float *__restrict S, const float *__restrict hp,
-                  const float *__restrict dout, const float *__restrict r,
+                  const float *__restrict dout, const float *const *r,
                   const float *__restrict m, float *__restrict dcar, float *__restrict dx,
                   float *__restrict dg, long B, long H, int mode) {
     const long n = B * H;
     for (long b = 0; b < B; b++) {
         const long q = b * H;
         if (mode == 2)
-            gru_bwd_row(S + 4 * q, hp + q, dout + q, r + q, m + q, dcar + q, dx + 3 * q,
-                        dg + 3 * q, n, H, 1);
+            gru_bwd_row(S + 4 * q, hp + q, dout + q, r[0] + q, r[1] + q, r[2] + q, m + q,
+                        dcar + q, dx + 3 * q, dg + 3 * q, n, H, 1);
         else
-            gru_bwd_row(S + 4 * q, hp + q, dout + q, r + q, m, dcar + q, dx + 3 * q, dg + 3 * q,
-                        n, H, 0);
+            gru_bwd_row(S + 4 * q, hp + q, dout + q, r[0] + q, r[0] + q, r[0] + q, m, dcar + q,
+                        dx + 3 * q, dg + 3 * q, n, H, 0);
     }
 }
 
@@ -239,7 +249,7 @@ static inline float flerp(float a, float b, float w) {
  * hidden / cell zoneout weights (either may be NULL) and ct (B, H), where the candidate cell
  * c~ = f c_{t-1} + i g is written when zc != NULL (tanh(c~) is what the backward needs).
  * h = lerp(o tanh(c~), h_{t-1}, zh), c = lerp(c~, c_{t-1}, zc). */
-void lstm_fwd_step_z(const float *__restrict pre, long s_pg, long s_pb,
+void lstm_fwd_step_z(const float *const *pre, long s_pb,
                      const float *__restrict x, const float *__restrict cp,
                      const float *__restrict hp, const float *__restrict zh,
                      const float *__restrict zc, float *__restrict A, float *__restrict ct,
@@ -247,12 +257,14 @@ void lstm_fwd_step_z(const float *__restrict pre, long s_pg, long s_pb,
                      float *__restrict hm, long B, long H, int mode) {
     const long n = B * H;
     for (long b = 0; b < B; b++) {
-        const float *p = pre + b * s_pb;
+        const long o = b * s_pb;
+        const float *__restrict pi = pre[0] + o, *__restrict pf = pre[1] + o;
+        const float *__restrict pg = pre[2] + o, *__restrict po = pre[3] + o;
         const float *xb = x ? x + b * 4 * H : 0;
         float *a = A + b * 4 * H;
         for (long j = 0; j < H; j++) {
             const long q = b * H + j;
-            float xi = p[j], xf = p[s_pg + j], xg = p[2 * s_pg + j], xo = p[3 * s_pg + j];
+            float xi = pi[j], xf = pf[j], xg = pg[j], xo = po[j];
             if (xb) {
                 xi += xb[j]; xf += xb[H + j]; xg += xb[2 * H + j]; xo += xb[3 * H + j];
             }
@@ -283,7 +295,7 @@ void lstm_fwd_step_z(const float *__restrict pre, long s_pg, long s_pb,
  * drives the gates; dc~ = (1 - zc) dc + dh~ o (1 - tanh^2 c~); dc_{t-1} = zc dc + f dc~. */
 void lstm_bwd_step_z(const float *__restrict A, const float *__restrict ct,
                      const float *__restrict cp, const float *__restrict dout,
-                     const float *__restrict r, const float *__restrict m,
+                     const float *const *r, const float *__restrict m,
                      const float *__restrict zh, const float *__restrict zc,
                      float *__restrict carry, float *__restrict dc, float *__restrict dp,
                      long B, long H, int mode) {
@@ -295,10 +307,10 @@ void lstm_bwd_step_z(const float *__restrict A, const float *__restrict ct,
             const long q = b * H + j;
             float rr;
             if (mode == 2)
-                rr = r[q] * m[q] + r[n + q] * m[n + q] + r[2 * n + q] * m[2 * n + q]
-                     + r[3 * n + q] * m[3 * n + q];
+                rr = r[0][q] * m[q] + r[1][q] * m[n + q] + r[2][q] * m[2 * n + q]
+                     + r[3][q] * m[3 * n + q];
             else
-                rr = r[q];
+                rr = r[0][q];
             float dh = dout[q] + rr;
             if (zh) {
                 dh += carry[q];
@@ -324,19 +336,21 @@ void lstm_bwd_step_z(const float *__restrict A, const float *__restrict ct,
 }
 
 /* GRU forward step with zoneout: as gru_fwd_step, then h = lerp(h~, h_{t-1}, zh). */
-void gru_fwd_step_z(const float *__restrict pre, long s_pg, long s_pb,
+void gru_fwd_step_z(const float *const *pre, long s_pb,
                     const float *__restrict bias, const float *__restrict x,
                     const float *__restrict hp, const float *__restrict zh, float *__restrict S,
                     float *__restrict h, const float *__restrict m, float *__restrict hm,
                     long B, long H, int mode) {
     const long n = B * H;
     for (long b = 0; b < B; b++) {
-        const float *p = pre + b * s_pb;
+        const long o = b * s_pb;
+        const float *__restrict pr = pre[0] + o, *__restrict pz = pre[1] + o;
+        const float *__restrict pn = pre[2] + o;
         const float *xb = x + b * 3 * H;
         float *s = S + b * 4 * H;
         for (long j = 0; j < H; j++) {
             const long q = b * H + j;
-            float hr = p[j], hz = p[s_pg + j], hn = p[2 * s_pg + j];
+            float hr = pr[j], hz = pz[j], hn = pn[j];
             if (bias) {
                 hr += bias[j]; hz += bias[H + j]; hn += bias[2 * H + j];
             }
@@ -357,7 +371,7 @@ void gru_fwd_step_z(const float *__restrict pre, long s_pg, long s_pb,
 /* GRU backward step with zoneout: dh = dout + r' + dcar; dh~ = (1 - zh) dh drives the gates as
  * in gru_bwd_step; dcar <- z dh~ + zh dh, the gradient carried to h_{t-1} past W_hh. */
 void gru_bwd_step_z(const float *__restrict S, const float *__restrict hp,
-                    const float *__restrict dout, const float *__restrict r,
+                    const float *__restrict dout, const float *const *r,
                     const float *__restrict m, const float *__restrict zh,
                     float *__restrict dcar, float *__restrict dx, float *__restrict dg,
                     long B, long H, int mode) {
@@ -369,9 +383,9 @@ void gru_bwd_step_z(const float *__restrict S, const float *__restrict hp,
             const long q = b * H + j;
             float rr;
             if (mode == 2)
-                rr = r[q] * m[q] + r[n + q] * m[n + q] + r[2 * n + q] * m[2 * n + q];
+                rr = r[0][q] * m[q] + r[1][q] * m[n + q] + r[2][q] * m[2 * n + q];
             else
-                rr = r[q];
+                rr = r[0][q];
             float dh = dout[q] + rr + dcar[q];
             float skip = dh * zh[q];
             dh -= skip;
@@ -472,19 +486,19 @@ def _load():
         _compile(cc, path)
     lib = ctypes.CDLL(path)
     P, L, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-    lib.lstm_fwd_step.argtypes = [P, L, L, P, P, P, P, P, P, P, L, L, I]
+    lib.lstm_fwd_step.argtypes = [P, L, P, P, P, P, P, P, P, L, L, I]
     lib.lstm_fwd_step.restype = None
     lib.lstm_bwd_step.argtypes = [P, P, P, P, P, P, P, P, L, L, I]
     lib.lstm_bwd_step.restype = None
-    lib.gru_fwd_step.argtypes = [P, L, L, P, P, P, P, P, P, P, L, L, I]
+    lib.gru_fwd_step.argtypes = [P, L, P, P, P, P, P, P, P, L, L, I]
     lib.gru_fwd_step.restype = None
     lib.gru_bwd_step.argtypes = [P, P, P, P, P, P, P, P, L, L, I]
     lib.gru_bwd_step.restype = None
-    lib.lstm_fwd_step_z.argtypes = [P, L, L, P, P, P, P, P, P, P, P, P, P, P, L, L, I]
+    lib.lstm_fwd_step_z.argtypes = [P, L, P, P, P, P, P, P, P, P, P, P, P, L, L, I]
     lib.lstm_fwd_step_z.restype = None
     lib.lstm_bwd_step_z.argtypes = [P, P, P, P, P, P, P, P, P, P, P, L, L, I]
     lib.lstm_bwd_step_z.restype = None
-    lib.gru_fwd_step_z.argtypes = [P, L, L, P, P, P, P, P, P, P, P, L, L, I]
+    lib.gru_fwd_step_z.argtypes = [P, L, P, P, P, P, P, P, P, P, L, L, I]
     lib.gru_fwd_step_z.restype = None
     lib.gru_bwd_step_z.argtypes = [P, P, P, P, P, P, P, P, P, L, L, I]
     lib.gru_bwd_step_z.restype = None

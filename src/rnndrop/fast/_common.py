@@ -13,7 +13,8 @@ Nothing here imports a cell module, so the cells and ``_triton`` import this and
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+import ctypes
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -21,8 +22,8 @@ from torch import Tensor
 from .._recurrence import MaskMode, mask_mode
 from ._gemm import BlockLinear, Linear, mm_tn
 
-__all__ = ["Impl", "MaskMode", "check", "forward_steps", "mask_grad", "masked_h0", "ptr_steps", "rec_grad",
-           "rec_product", "reverse_steps", "weight_grad"]
+__all__ = ["Impl", "MaskMode", "check", "forward_steps", "gate_ptrs", "mask_grad", "masked_h0",
+           "ptr_steps", "rec_grad", "rec_product", "reverse_steps", "weight_grad"]
 
 
 class Impl(NamedTuple):
@@ -51,30 +52,47 @@ def check(xp: Tensor, h0: Tensor, weight_hh: Tensor, mask_h: Optional[Tensor],
     return mask_mode(mask_h)
 
 
+Product = Union[Tensor, Sequence[Tensor]]
+
+
 def rec_product(w: Tensor, m: Optional[Tensor], mode: MaskMode, B: int, packed: bool):
     """``dgates -> (r, r_mode)``: the recurrent product ``dgates @ W_hh`` of a backward step, in
-    the layout ``rec_grad`` (and the backward kernels) read. Tied or no mask: one product with
-    the mask applied as a post-op (oneDNN) or after it (``r`` is ``(B, H)``, ``r_mode`` NONE).
-    Untied: one product per gate block (``r`` is ``(G, B, H)``, ``r_mode`` UNTIED: the reader
-    sums ``r_k ∘ m_k``)."""
+    the layout ``rec_grad`` (and the backward kernels, through ``gate_ptrs``) read. Tied or no
+    mask: one product with the mask applied as a post-op (oneDNN) or after it (``r`` is
+    ``(B, H)``, ``r_mode`` NONE). Untied: one product per gate block (``r`` is the ``G``
+    products ``(B, H)``, not stacked, ``r_mode`` UNTIED: the reader sums ``r_k ∘ m_k``)."""
     H = w.shape[1]
     if mode == MaskMode.UNTIED:
         gates = w.shape[0] // H
         lin_k = BlockLinear(w.view(gates, H, H).transpose(1, 2), B, packed,   # d_k @ W_k
                             pack=H >= BlockLinear.PACK_MIN)
-        return lambda d: (lin_k(d.view(B, gates, H).transpose(0, 1)), MaskMode.UNTIED)
+        return lambda d: (lin_k.each(d.view(B, gates, H).transpose(0, 1)), MaskMode.UNTIED)
     lin_t = Linear(w.t(), B, packed, pack=False)
     return lambda d: (lin_t.mul(d, m), MaskMode.NONE)
 
 
-def rec_grad(r: Tensor, r_mode: MaskMode, m: Optional[Tensor]) -> Tensor:
+def rec_grad(r: Product, r_mode: MaskMode, m: Optional[Tensor]) -> Tensor:
     """``∂h_{t-1}`` (through ``W_hh``) from a recurrent product ``r``: ``r`` as is (NONE),
-    ``r ∘ m`` (TIED) or ``Σ_k r_k ∘ m_k`` (UNTIED, ``r`` viewed as ``(G, B, H)``)."""
+    ``r ∘ m`` (TIED) or ``Σ_k r_k ∘ m_k`` (UNTIED: ``r`` the ``G`` products, or a tensor viewed
+    as ``(G, B, H)``)."""
     if r_mode == MaskMode.NONE:
         return r
     if r_mode == MaskMode.TIED:
         return r * m
-    return (r.view(m.shape) * m).sum(0)
+    if isinstance(r, Tensor):
+        return (r.view(m.shape) * m).sum(0)
+    out = r[0] * m[0]
+    for k in range(1, len(r)):
+        out.addcmul_(r[k], m[k])
+    return out
+
+
+def gate_ptrs(r: Product):
+    """The addresses of a recurrent product's blocks as the backward kernels read them
+    (``const float *const *r``): one for a ``(B, H)`` tensor, one per gate for untied masks."""
+    if isinstance(r, Tensor):
+        return (ctypes.c_void_p * 1)(r.data_ptr())
+    return (ctypes.c_void_p * len(r))(*[x.data_ptr() for x in r])
 
 
 def weight_grad(d: Tensor, h0: Tensor, out: Tensor, m: Optional[Tensor], mode: MaskMode,
@@ -128,26 +146,30 @@ def forward_steps(step, out: Tensor, h0: Tensor, w: Tensor, m: Optional[Tensor],
                   mode: MaskMode, packed: bool, add: Optional[Tensor] = None) -> None:
     """The forward loop around a fused C step kernel. For t = 0 … T-1: the recurrent product
     ``pre = (h_{t-1} ∘ m) W_hhᵀ`` (plus ``add[t]``, fused by oneDNN, when the mask is tied or
-    absent), then ``step(t, pre, s_pg, s_pb, hm)``: the kernel reads gate k of sample b,
-    unit j at ``pre[k*s_pg + b*s_pb + j]``, writes ``h_t`` to ``out[t]`` and, with a mask,
-    ``h_t ∘ m`` to the address ``hm`` (None without a mask), the next step's product input."""
+    absent), then ``step(t, pre, s_pb, hm)``: ``pre`` is an array of ``G`` addresses, and the
+    kernel reads gate k of sample b, unit j at ``pre[k][b*s_pb + j]`` (one product's output, the
+    gates side by side; or one product per gate for untied masks, not stacked), writes ``h_t``
+    to ``out[t]`` and, with a mask, ``h_t ∘ m`` to the address ``hm`` (None without a mask), the
+    next step's product input."""
     T, B, H = out.shape
     G = w.shape[0] // H
     untied = mode == MaskMode.UNTIED
     hm = masked_h0(h0, m, mode)
     hm_ptr = None if mode == MaskMode.NONE else hm.data_ptr()
+    ptrs = ctypes.c_void_p * G
     if untied:
         lin_k = BlockLinear(w.view(G, H, H), B, packed)  # gate k: (h ∘ m_k) @ W_kᵀ
     else:
         lin = Linear(w, B, packed)
+        gate = H * w.element_size()                      # bytes from one gate to the next
     for t in range(T):
         if untied:
-            pre = lin_k(hm)                                              # (G, B, H)
-            s_pg, s_pb = B * H, H
+            pre = lin_k.each(hm)                                         # G × (B, H)
+            step(t, ptrs(*[p.data_ptr() for p in pre]), H, hm_ptr)
         else:
             pre = lin(hm) if add is None else lin.add(hm, add[t])        # (B, G*H)
-            s_pg, s_pb = H, pre.stride(0)
-        step(t, pre.data_ptr(), s_pg, s_pb, hm_ptr)
+            p0 = pre.data_ptr()
+            step(t, ptrs(*[p0 + k * gate for k in range(G)]), pre.stride(0), hm_ptr)
         if hm_ptr is None:
             hm = out[t]
 

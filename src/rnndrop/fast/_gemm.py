@@ -105,7 +105,7 @@ class BlockLinear:
     """``out[k] = x_k @ w_kᵀ`` for ``G`` square blocks ``w_k`` (``blocks`` is ``(G, N, K)``, any
     strides) and inputs ``x_k`` (a ``(G, B, K)`` tensor, any strides, or a sequence of ``G``
     ``(B, K)`` tensors): the per-gate products of untied masks, returned stacked as a contiguous
-    ``(G, B, N)``.
+    ``(G, B, N)`` (``each``: as ``G`` tensors).
 
     oneDNN path: with ``pack=True`` each block packed once for batch ``batch``, then one packed
     product per block per step. ``torch.bmm`` goes to MKL, which re-packs every weight block at
@@ -139,10 +139,17 @@ class BlockLinear:
 
     def __call__(self, xs) -> Tensor:
         if self.packed:
+            return torch.stack(self.each(xs))
+        return torch.bmm(xs if isinstance(xs, Tensor) else torch.stack(list(xs)), self.w)
+
+    def each(self, xs) -> list[Tensor]:
+        """The ``G`` products ``x_k @ w_kᵀ``, each a contiguous ``(B, N)``, not stacked (the
+        fused kernels read them where they are: no copy; the ``bmm`` fallback's are views)."""
+        if self.packed:
             if isinstance(xs, Tensor):
                 xs = xs.contiguous()
-            return torch.stack([self._lp(x, w, None, "none", [], "") for x, w in zip(xs, self.w)])
-        return torch.bmm(xs if isinstance(xs, Tensor) else torch.stack(list(xs)), self.w)
+            return [self._lp(x, w, None, "none", [], "") for x, w in zip(xs, self.w)]
+        return list(self(xs).unbind(0))
 
 
 # Below this many elements the C call's set-up is not worth it; torch's copy is quick enough.

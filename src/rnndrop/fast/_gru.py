@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from .._recurrence import zone_at
-from ._common import (Impl, MaskMode, check, forward_steps, mask_grad, ptr_steps, rec_grad,
-                      reverse_steps, weight_grad)
+from ._common import (Impl, MaskMode, check, forward_steps, gate_ptrs, mask_grad, ptr_steps,
+                      rec_grad, reverse_steps, weight_grad)
 from ._gemm import Linear
 
 
@@ -176,9 +176,9 @@ def _forward_loop_zoneout_c(lib, xp, h0, w, b, m, mode, packed, zh):
     mp = m.data_ptr() if mode != MaskMode.NONE else None
     zp = _zone_ptr(zh)
 
-    def step(t, pre, s_pg, s_pb, hm):
+    def step(t, pre, s_pb, hm):
         hp = o0 + (t - 1) * so if t > 0 else h0.data_ptr()
-        lib.gru_fwd_step_z(pre, s_pg, s_pb, bptr, x0 + t * sx, hp, zp(t), s0 + t * ss,
+        lib.gru_fwd_step_z(pre, s_pb, bptr, x0 + t * sx, hp, zp(t), s0 + t * ss,
                            o0 + t * so, mp, hm, B, H, mode)
 
     forward_steps(step, out, h0, w, m, mode, packed)
@@ -205,7 +205,7 @@ def _backward_loop_zoneout_c(lib, dout, dhT, h0, w, m, mode, S, out, packed, nee
 
     def step(t, r, r_mode):
         hp = o0 + (t - 1) * so if t > 0 else h0c.data_ptr()
-        lib.gru_bwd_step_z(s0 + t * ss, hp, d0 + t * sd, r.data_ptr(), mp, zp(t),
+        lib.gru_bwd_step_z(s0 + t * ss, hp, d0 + t * sd, gate_ptrs(r), mp, zp(t),
                            dcar.data_ptr(), x0 + t * sx, g0 + t * sg, B, H, r_mode)
 
     dh0 = reverse_steps(step, dhh, dhT, w, m, mode, packed, need_h0)
@@ -228,9 +228,9 @@ def _forward_loop_c(lib, xp, h0, w, b, m, mode, packed):
     x0, sx = ptr_steps(xp)
     mp = m.data_ptr() if mode != MaskMode.NONE else None
 
-    def step(t, pre, s_pg, s_pb, hm):  # xp and the bias are added in C
+    def step(t, pre, s_pb, hm):  # xp and the bias are added in C
         hp = o0 + (t - 1) * so if t > 0 else h0.data_ptr()
-        lib.gru_fwd_step(pre, s_pg, s_pb, bptr, x0 + t * sx, hp, s0 + t * ss, o0 + t * so, mp,
+        lib.gru_fwd_step(pre, s_pb, bptr, x0 + t * sx, hp, s0 + t * ss, o0 + t * so, mp,
                          hm, B, H, mode)
 
     forward_steps(step, out, h0, w, m, mode, packed)
@@ -254,7 +254,7 @@ def _backward_loop_c(lib, dout, dhT, h0, w, m, mode, S, out, packed, need_h0, ne
 
     def step(t, r, r_mode):
         hp = o0 + (t - 1) * so if t > 0 else h0c.data_ptr()
-        lib.gru_bwd_step(s0 + t * ss, hp, d0 + t * sd, r.data_ptr(), mp, dcar.data_ptr(),
+        lib.gru_bwd_step(s0 + t * ss, hp, d0 + t * sd, gate_ptrs(r), mp, dcar.data_ptr(),
                          x0 + t * sx, g0 + t * sg, B, H, r_mode)
 
     dh0 = reverse_steps(step, dhh, dhT, w, m, mode, packed, need_h0)

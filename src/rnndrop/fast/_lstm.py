@@ -23,8 +23,8 @@ from torch import Tensor
 
 from .._recurrence import zone_at
 from . import _graphs, _triton
-from ._common import (Impl, MaskMode, check, forward_steps, mask_grad, ptr_steps, rec_grad,
-                      reverse_steps, weight_grad)
+from ._common import (Impl, MaskMode, check, forward_steps, gate_ptrs, mask_grad, ptr_steps,
+                      rec_grad, reverse_steps, weight_grad)
 from ._gemm import Linear
 
 
@@ -188,11 +188,11 @@ def _forward_loop_zoneout_c(lib, xp, h0, c0, w, m, mode, packed, zh, zc):
     untied = mode == MaskMode.UNTIED
     zhp, zcp = _zone_ptr(zh), _zone_ptr(zc)
 
-    def step(t, pre, s_pg, s_pb, hm):
+    def step(t, pre, s_pb, hm):
         x = x0 + t * sx if untied else None
         cp = c_0 + (t - 1) * sc if t > 0 else c0.data_ptr()
         hp = o0 + (t - 1) * so if t > 0 else h0.data_ptr()
-        lib.lstm_fwd_step_z(pre, s_pg, s_pb, x, cp, hp, zhp(t), zcp(t), a0 + t * sa,
+        lib.lstm_fwd_step_z(pre, s_pb, x, cp, hp, zhp(t), zcp(t), a0 + t * sa,
                             t_0 + t * st, c_0 + t * sc, o0 + t * so, mp, hm, B, H, mode)
 
     forward_steps(step, out, h0, w, m, mode, packed, add=None if untied else xp)
@@ -219,7 +219,7 @@ def _backward_loop_zoneout_c(lib, dout, dhT, dcT, h0, c0, w, m, mode, A, C, Ct, 
 
     def step(t, r, r_mode):
         cp = c_0 + (t - 1) * sc if t > 0 else c0p.data_ptr()
-        lib.lstm_bwd_step_z(a0 + t * sa, t_0 + t * st, cp, d0 + t * sd, r.data_ptr(), mp,
+        lib.lstm_bwd_step_z(a0 + t * sa, t_0 + t * st, cp, d0 + t * sd, gate_ptrs(r), mp,
                             zhp(t), zcp(t), carry.data_ptr(), dc.data_ptr(), p0 + t * sp, B, H,
                             r_mode)
 
@@ -245,10 +245,10 @@ def _forward_loop_c(lib, xp, h0, c0, w, m, mode, packed):
     mp = m.data_ptr() if mode != MaskMode.NONE else None
     untied = mode == MaskMode.UNTIED
 
-    def step(t, pre, s_pg, s_pb, hm):
+    def step(t, pre, s_pb, hm):
         x = x0 + t * sx if untied else None  # untied: xp added in C; else by oneDNN already
         cp = c_0 + (t - 1) * sc if t > 0 else c0.data_ptr()
-        lib.lstm_fwd_step(pre, s_pg, s_pb, x, cp, a0 + t * sa, c_0 + t * sc, o0 + t * so, mp, hm,
+        lib.lstm_fwd_step(pre, s_pb, x, cp, a0 + t * sa, c_0 + t * sc, o0 + t * so, mp, hm,
                           B, H, mode)
 
     forward_steps(step, out, h0, w, m, mode, packed, add=None if untied else xp)
@@ -271,7 +271,7 @@ def _backward_loop_c(lib, dout, dhT, dcT, h0, c0, w, m, mode, A, C, out, packed,
 
     def step(t, r, r_mode):
         cp = c_0 + (t - 1) * sc if t > 0 else c0p.data_ptr()
-        lib.lstm_bwd_step(a0 + t * sa, c_0 + t * sc, cp, d0 + t * sd, r.data_ptr(), mp,
+        lib.lstm_bwd_step(a0 + t * sa, c_0 + t * sc, cp, d0 + t * sd, gate_ptrs(r), mp,
                           dc.data_ptr(), p0 + t * sp, B, H, r_mode)
 
     dh0 = reverse_steps(step, dpre, dhT, w, m, mode, packed, need_h0)
