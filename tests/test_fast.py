@@ -67,16 +67,19 @@ def _compare_gru(T, B, H, kind, bias=True, device="cpu", tol=1e-5, seed=0):
         _close(a, c, tol)
 
 
-@pytest.fixture(params=["onednn+C", "onednn", "onednn-blocks+C", "onednn-blocks-packed+C",
-                        "torch+C", "torch"])
+@pytest.fixture(params=["cgemm+C", "onednn+C", "onednn", "onednn-blocks+C",
+                        "onednn-blocks-packed+C", "torch+C", "torch"])
 def cpu_impl(request, monkeypatch):
-    """Every CPU implementation: products through oneDNN (when this torch has the ops) or
-    torch.mm, gate math in the fused C kernels (when they build) or in torch ops.
+    """Every CPU implementation: the per-step products through the C kernel ``SmallGemm``
+    ("cgemm", with the C gate kernels: the default where they build), through oneDNN (when this
+    torch has the ops) or torch.mm, gate math in the fused C kernels (when they build) or in
+    torch ops.
     "onednn-blocks": untied masks' per-gate products through oneDNN at every size (by default
     only from ``BlockLinear.BLOCKS_MIN`` units, larger than the sizes tested here), the backward
     blocks as views; "-packed": the backward blocks packed too (by default from
     ``BlockLinear.PACK_MIN`` units)."""
     products, _, c = request.param.partition("+")
+    monkeypatch.setenv("RNNDROP_FAST_CGEMM", "1" if products == "cgemm" else "0")
     if products.startswith("onednn"):
         if not _gemm.packed_ok():
             pytest.skip("oneDNN packed linear ops unavailable in this torch build")
@@ -474,6 +477,49 @@ def test_block_linear_matches_bmm(monkeypatch, packed):
         _close(lin_t(d.view(B, G, H).transpose(0, 1)), ref_t, 1e-5)  # gate-major strided view
     monkeypatch.setattr(_gemm.BlockLinear, "BLOCKS_MIN", 8)
     assert not _gemm.BlockLinear(w.view(G, H, H), B, packed).packed  # under the size: bmm
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_small_gemm_matches_mm(threads):
+    """``SmallGemm`` (the C loops' per-step products): ``A B`` for batches below, at and above
+    a tile's rows and across two tiles, widths that leave a partial panel, ``B`` as a
+    transposed view, a gate block and a contiguous matrix, a strided ``A`` (a gate's columns of
+    ``dgates``), the mask post-multiply, and OpenMP threads."""
+    lib = _cext.kernels()
+    if lib is None:
+        pytest.skip("fused C kernels unavailable (no C compiler?)")
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        for M, K, N in [(1, 5, 3), (6, 17, 33), (10, 40, 64), (11, 40, 70), (20, 33, 100),
+                        (64, 50, 31)]:
+            w = torch.randn(4 * N, K, generator=g)
+            for b in (w[:N].t(), w[N:2 * N].t(), torch.randn(K, N, generator=g)):
+                gm = _gemm.SmallGemm(lib, b)
+                a_full = torch.randn(M, 3 * K, generator=g)
+                a = a_full[:, K:2 * K]                       # row stride 3K
+                c = torch.full((M, N + 5), float("nan"))
+                gm.into(a.data_ptr(), a.stride(0), M, c.data_ptr(), c.stride(0))
+                ref = a.double() @ b.double()
+                torch.testing.assert_close(c[:, :N].double(), ref, atol=1e-4, rtol=1e-5)
+                assert torch.isnan(c[:, N:]).all()           # nothing past N is written
+                mul = torch.rand(M, N, generator=g)
+                gm.into(a.data_ptr(), a.stride(0), M, c.data_ptr(), c.stride(0),
+                        mul=mul.data_ptr(), ldm=mul.stride(0))
+                torch.testing.assert_close(c[:, :N].double(), ref * mul.double(), atol=1e-4,
+                                           rtol=1e-5)
+            # G products in one call: the gate blocks of w, A_g the g-th column block of a
+            G = 4
+            gm = _gemm.SmallGemm(lib, *[w[k * N:(k + 1) * N].t() for k in range(G)])
+            a = torch.randn(M, G * K, generator=g)
+            c = torch.empty(G, M, N)
+            gm.into(a.data_ptr(), G * K, M, c.data_ptr(), N, a_gs=K, c_gs=M * N)
+            for k in range(G):
+                ref = a[:, k * K:(k + 1) * K].double() @ w[k * N:(k + 1) * N].t().double()
+                torch.testing.assert_close(c[k].double(), ref, atol=1e-4, rtol=1e-5)
+    finally:
+        torch.set_num_threads(prev)
 
 
 @pytest.mark.parametrize("cext", ["1", "0"])

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .._recurrence import MaskMode, mask_mode
-from ._gemm import BlockLinear, Linear, mm_tn
+from ._gemm import BlockLinear, Linear, SmallGemm, cgemm_enabled, mm_tn
 
 __all__ = ["Impl", "MaskMode", "check", "forward_steps", "gate_ptrs", "mask_grad", "masked_h0",
            "ptr_steps", "rec_grad", "rec_product", "reverse_steps", "weight_grad"]
@@ -55,13 +55,42 @@ def check(xp: Tensor, h0: Tensor, weight_hh: Tensor, mask_h: Optional[Tensor],
 Product = Union[Tensor, Sequence[Tensor]]
 
 
-def rec_product(w: Tensor, m: Optional[Tensor], mode: MaskMode, B: int, packed: bool):
+def small_gemm(lib, B: int):
+    """Whether a C loop (``lib``: the fused kernels) takes its per-step products through
+    ``SmallGemm`` for batch ``B``."""
+    return lib is not None and 0 < B <= SmallGemm.MAX_BATCH and cgemm_enabled()
+
+
+def rec_product(w: Tensor, m: Optional[Tensor], mode: MaskMode, B: int, packed: bool,
+                lib=None):
     """``dgates -> (r, r_mode)``: the recurrent product ``dgates @ W_hh`` of a backward step, in
     the layout ``rec_grad`` (and the backward kernels, through ``gate_ptrs``) read. Tied or no
-    mask: one product with the mask applied as a post-op (oneDNN) or after it (``r`` is
-    ``(B, H)``, ``r_mode`` NONE). Untied: one product per gate block (``r`` is the ``G``
-    products ``(B, H)``, not stacked, ``r_mode`` UNTIED: the reader sums ``r_k ∘ m_k``)."""
+    mask: one product with the mask applied as a post-op (oneDNN, ``SmallGemm``) or after it
+    (``r`` is ``(B, H)``, ``r_mode`` NONE). Untied: one product per gate block (``r`` is the
+    ``G`` products ``(B, H)``, not stacked, ``r_mode`` UNTIED: the reader sums ``r_k ∘ m_k``).
+    With ``small_gemm(lib, B)`` the products are written into buffers made here and reused at
+    every step (each is read by the next step before the product after it overwrites it);
+    ``dgates`` is then a contiguous ``(B, G*H)``."""
     H = w.shape[1]
+    G = w.shape[0] // H
+    if small_gemm(lib, B):
+        if mode == MaskMode.UNTIED:                                         # d_k @ W_k
+            gk = SmallGemm(lib, *[w[k * H:(k + 1) * H] for k in range(G)])
+            buf = w.new_empty(G, B, H)
+            r = list(buf.unbind(0))
+
+            def untied(d):
+                gk.into(d.data_ptr(), G * H, B, buf.data_ptr(), H, a_gs=H, c_gs=B * H)
+                return r, MaskMode.UNTIED
+            return untied
+        g = SmallGemm(lib, w)                                                # d @ W_hh
+        buf = w.new_empty(B, H)
+        mul = m.data_ptr() if mode == MaskMode.TIED else None
+
+        def one(d):
+            g.into(d.data_ptr(), G * H, B, buf.data_ptr(), H, mul=mul, ldm=H)
+            return buf, MaskMode.NONE
+        return one
     if mode == MaskMode.UNTIED:
         gates = w.shape[0] // H
         lin_k = BlockLinear(w.view(gates, H, H).transpose(1, 2), B, packed,   # d_k @ W_k
@@ -143,20 +172,44 @@ def ptr_steps(x: Tensor):
 
 
 def forward_steps(step, out: Tensor, h0: Tensor, w: Tensor, m: Optional[Tensor],
-                  mode: MaskMode, packed: bool, add: Optional[Tensor] = None) -> None:
+                  mode: MaskMode, packed: bool, add: Optional[Tensor] = None, lib=None) -> None:
     """The forward loop around a fused C step kernel. For t = 0 … T-1: the recurrent product
     ``pre = (h_{t-1} ∘ m) W_hhᵀ`` (plus ``add[t]``, fused by oneDNN, when the mask is tied or
-    absent), then ``step(t, pre, s_pb, hm)``: ``pre`` is an array of ``G`` addresses, and the
-    kernel reads gate k of sample b, unit j at ``pre[k][b*s_pb + j]`` (one product's output, the
-    gates side by side; or one product per gate for untied masks, not stacked), writes ``h_t``
+    absent and the product goes through oneDNN), then ``step(t, pre, s_pb, hm, add_x)``:
+    ``pre`` is an array of ``G`` addresses, and the kernel reads gate k of sample b, unit j at
+    ``pre[k][b*s_pb + j]`` (one product's output, the gates side by side; or one product per
+    gate for untied masks, not stacked), adds ``add[t]`` itself when ``add_x``, writes ``h_t``
     to ``out[t]`` and, with a mask, ``h_t ∘ m`` to the address ``hm`` (None without a mask), the
-    next step's product input."""
+    next step's product input. With ``small_gemm(lib, B)`` the products go through
+    ``SmallGemm`` into one buffer reused at every step."""
     T, B, H = out.shape
     G = w.shape[0] // H
     untied = mode == MaskMode.UNTIED
     hm = masked_h0(h0, m, mode)
     hm_ptr = None if mode == MaskMode.NONE else hm.data_ptr()
     ptrs = ctypes.c_void_p * G
+    with_x = add is not None
+    if small_gemm(lib, B):
+        es = w.element_size()
+        if untied:      # gate k: (h ∘ m_k) @ W_kᵀ, h ∘ m_k at hm[k]
+            gk = SmallGemm(lib, *[w[k * H:(k + 1) * H].t() for k in range(G)])
+            buf = out.new_empty(G, B, H)
+            pre = ptrs(*[buf[k].data_ptr() for k in range(G)])
+            for t in range(T):
+                gk.into(hm_ptr, H, B, buf.data_ptr(), H, a_gs=B * H, c_gs=B * H)
+                step(t, pre, H, hm_ptr, with_x)
+            return
+        g = SmallGemm(lib, w.t())
+        buf = out.new_empty(B, G * H)
+        b0 = buf.data_ptr()
+        pre = ptrs(*[b0 + k * H * es for k in range(G)])
+        a = hm.data_ptr()
+        for t in range(T):
+            g.into(a, H, B, b0, G * H)
+            step(t, pre, G * H, hm_ptr, with_x)
+            if hm_ptr is None:
+                a = out[t].data_ptr()
+        return
     if untied:
         lin_k = BlockLinear(w.view(G, H, H), B, packed)  # gate k: (h ∘ m_k) @ W_kᵀ
     else:
@@ -165,26 +218,27 @@ def forward_steps(step, out: Tensor, h0: Tensor, w: Tensor, m: Optional[Tensor],
     for t in range(T):
         if untied:
             pre = lin_k.each(hm)                                         # G × (B, H)
-            step(t, ptrs(*[p.data_ptr() for p in pre]), H, hm_ptr)
+            step(t, ptrs(*[p.data_ptr() for p in pre]), H, hm_ptr, with_x)
         else:
             pre = lin(hm) if add is None else lin.add(hm, add[t])        # (B, G*H)
             p0 = pre.data_ptr()
-            step(t, ptrs(*[p0 + k * gate for k in range(G)]), pre.stride(0), hm_ptr)
+            step(t, ptrs(*[p0 + k * gate for k in range(G)]), pre.stride(0), hm_ptr, False)
         if hm_ptr is None:
             hm = out[t]
 
 
 def reverse_steps(step, d: Tensor, dhT: Tensor, w: Tensor, m: Optional[Tensor],
-                  mode: MaskMode, packed: bool, need_h0: bool) -> Optional[Tensor]:
+                  mode: MaskMode, packed: bool, need_h0: bool, lib=None) -> Optional[Tensor]:
     """The reverse loop of every backward pass (a step is one fused C call or the torch ops
     of ``_lstm._backward_loop``/``_gru._backward_loop``). For t = T-1 … 0:
     ``step(t, r, r_mode)`` runs step t given the recurrent product ``r`` from step t+1
     (``dhT`` at the last step, not to be written to) in the layout ``r_mode`` (see
     ``rec_product``), and writes ``d[t]``, the step's gradient through ``W_hh``; then
-    ``r = d[t] @ W_hh``. Returns ``∂h_0`` through ``W_hh`` when ``need_h0`` (else None)."""
+    ``r = d[t] @ W_hh`` (through ``SmallGemm`` with ``small_gemm(lib, B)``, ``d`` contiguous).
+    Returns ``∂h_0`` through ``W_hh`` when ``need_h0`` (else None)."""
     T, B = d.shape[:2]
     r, r_mode = dhT.contiguous(), MaskMode.NONE
-    rec = rec_product(w, m, mode, B, packed)
+    rec = rec_product(w, m, mode, B, packed, lib)
     for t in range(T - 1, -1, -1):
         step(t, r, r_mode)
         if t > 0 or need_h0:

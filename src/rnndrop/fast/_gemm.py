@@ -152,6 +152,47 @@ class BlockLinear:
         return list(self(xs).unbind(0))
 
 
+def cgemm_enabled() -> bool:
+    """Whether the per-step recurrent products may go through the C kernel ``SmallGemm``
+    (``RNNDROP_FAST_CGEMM=0``: through oneDNN or ``torch.mm`` as before; the tests cover both)."""
+    return os.environ.get("RNNDROP_FAST_CGEMM", "1") not in ("0", "")
+
+
+class SmallGemm:
+    """``C_g = A_g B_g`` for ``G`` products at once (the gate blocks of untied masks; ``G = 1``
+    otherwise), each of a small-batch ``A_g`` (``M`` rows, ``M`` at most ``MAX_BATCH``) and one
+    ``B_g`` (``K × N``, any strides: a transposed view of ``W_hh``, ``W_hh`` itself or a gate
+    block), through the C kernel ``gemm`` of ``_cext`` with every ``B_g`` packed once into
+    panels (``gemm_pack``). The recurrent products of the C loops when ``lib`` is there and
+    ``cgemm_enabled()``: one ctypes call per step and no torch dispatch, outputs written into
+    buffers the loop owns, and faster than oneDNN's packed linear at these shapes here
+    (``_cext``'s comment; speed.md, "The recurrent products in C"). Threads:
+    ``torch.get_num_threads()`` at construction, as OpenMP threads over the panels."""
+
+    MAX_BATCH = 64   # measured up to B = 64 (parity with oneDNN there at two threads)
+
+    def __init__(self, lib, *bs: Tensor):
+        K, N = bs[0].shape
+        nr = lib.gemm_nr()
+        self.lib, self.G, self.K, self.N = lib, len(bs), K, N
+        size = ((N + nr - 1) // nr) * K * nr
+        self.bp = bs[0].new_empty(len(bs) * size)
+        es = self.bp.element_size()
+        for g, b in enumerate(bs):
+            assert b.shape == (K, N)
+            lib.gemm_pack(b.data_ptr(), b.stride(0), b.stride(1), K, N,
+                          self.bp.data_ptr() + g * size * es)
+        self.threads = torch.get_num_threads()
+
+    def into(self, a: int, lda: int, M: int, c: int, ldc: int, a_gs: int = 0, c_gs: int = 0,
+             mul: Optional[int] = None, ldm: int = 0) -> None:
+        """Rows ``[0, M)`` of each ``A_g`` at address ``a`` + ``g * a_gs`` floats (row stride
+        ``lda`` floats) times ``B_g`` into ``C_g`` at ``c`` + ``g * c_gs`` (row stride ``ldc``),
+        times ``mul`` (row stride ``ldm``; ``G = 1`` only) if given."""
+        self.lib.gemm(a, lda, a_gs, self.bp.data_ptr(), self.G, M, self.K, self.N, c, ldc, c_gs,
+                      mul, ldm, self.threads)
+
+
 # Below this many elements the C call's set-up is not worth it; torch's copy is quick enough.
 TRANSPOSE_MIN = 1 << 16
 

@@ -176,12 +176,12 @@ def _forward_loop_zoneout_c(lib, xp, h0, w, b, m, mode, packed, zh):
     mp = m.data_ptr() if mode != MaskMode.NONE else None
     zp = _zone_ptr(zh)
 
-    def step(t, pre, s_pb, hm):
+    def step(t, pre, s_pb, hm, add_x):
         hp = o0 + (t - 1) * so if t > 0 else h0.data_ptr()
         lib.gru_fwd_step_z(pre, s_pb, bptr, x0 + t * sx, hp, zp(t), s0 + t * ss,
                            o0 + t * so, mp, hm, B, H, mode)
 
-    forward_steps(step, out, h0, w, m, mode, packed)
+    forward_steps(step, out, h0, w, m, mode, packed, lib=lib)
     return S, out
 
 
@@ -208,7 +208,7 @@ def _backward_loop_zoneout_c(lib, dout, dhT, h0, w, m, mode, S, out, packed, nee
         lib.gru_bwd_step_z(s0 + t * ss, hp, d0 + t * sd, gate_ptrs(r), mp, zp(t),
                            dcar.data_ptr(), x0 + t * sx, g0 + t * sg, B, H, r_mode)
 
-    dh0 = reverse_steps(step, dhh, dhT, w, m, mode, packed, need_h0)
+    dh0 = reverse_steps(step, dhh, dhT, w, m, mode, packed, need_h0, lib=lib)
     dh0 = dh0 + dcar if need_h0 else None
     dw = weight_grad(dhh, h0, out, m, mode, packed) if need_w else None
     return dxp, dh0, dw, dhh
@@ -228,12 +228,12 @@ def _forward_loop_c(lib, xp, h0, w, b, m, mode, packed):
     x0, sx = ptr_steps(xp)
     mp = m.data_ptr() if mode != MaskMode.NONE else None
 
-    def step(t, pre, s_pb, hm):  # xp and the bias are added in C
+    def step(t, pre, s_pb, hm, add_x):  # xp and the bias are added in C
         hp = o0 + (t - 1) * so if t > 0 else h0.data_ptr()
         lib.gru_fwd_step(pre, s_pb, bptr, x0 + t * sx, hp, s0 + t * ss, o0 + t * so, mp,
                          hm, B, H, mode)
 
-    forward_steps(step, out, h0, w, m, mode, packed)
+    forward_steps(step, out, h0, w, m, mode, packed, lib=lib)
     return S, out
 
 
@@ -257,7 +257,7 @@ def _backward_loop_c(lib, dout, dhT, h0, w, m, mode, S, out, packed, need_h0, ne
         lib.gru_bwd_step(s0 + t * ss, hp, d0 + t * sd, gate_ptrs(r), mp, dcar.data_ptr(),
                          x0 + t * sx, g0 + t * sg, B, H, r_mode)
 
-    dh0 = reverse_steps(step, dhh, dhT, w, m, mode, packed, need_h0)
+    dh0 = reverse_steps(step, dhh, dhT, w, m, mode, packed, need_h0, lib=lib)
     dh0 = dh0 + dcar if need_h0 else None
     dw = weight_grad(dhh, h0, out, m, mode, packed) if need_w else None
     return dxp, dh0, dw, dhh

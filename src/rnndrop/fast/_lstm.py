@@ -185,17 +185,16 @@ def _forward_loop_zoneout_c(lib, xp, h0, c0, w, m, mode, packed, zh, zc):
     o0, so = ptr_steps(out)
     x0, sx = ptr_steps(xp)
     mp = m.data_ptr() if mode != MaskMode.NONE else None
-    untied = mode == MaskMode.UNTIED
     zhp, zcp = _zone_ptr(zh), _zone_ptr(zc)
 
-    def step(t, pre, s_pb, hm):
-        x = x0 + t * sx if untied else None
+    def step(t, pre, s_pb, hm, add_x):
+        x = x0 + t * sx if add_x else None
         cp = c_0 + (t - 1) * sc if t > 0 else c0.data_ptr()
         hp = o0 + (t - 1) * so if t > 0 else h0.data_ptr()
         lib.lstm_fwd_step_z(pre, s_pb, x, cp, hp, zhp(t), zcp(t), a0 + t * sa,
                             t_0 + t * st, c_0 + t * sc, o0 + t * so, mp, hm, B, H, mode)
 
-    forward_steps(step, out, h0, w, m, mode, packed, add=None if untied else xp)
+    forward_steps(step, out, h0, w, m, mode, packed, add=xp, lib=lib)
     return A, C, Ct, out
 
 
@@ -223,7 +222,7 @@ def _backward_loop_zoneout_c(lib, dout, dhT, dcT, h0, c0, w, m, mode, A, C, Ct, 
                             zhp(t), zcp(t), carry.data_ptr(), dc.data_ptr(), p0 + t * sp, B, H,
                             r_mode)
 
-    dh0 = reverse_steps(step, dpre, dhT, w, m, mode, packed, need_h0)
+    dh0 = reverse_steps(step, dpre, dhT, w, m, mode, packed, need_h0, lib=lib)
     if need_h0 and zh is not None:
         dh0 = dh0 + carry
     dw = weight_grad(dpre, h0, out, m, mode, packed) if need_w else None
@@ -243,15 +242,14 @@ def _forward_loop_c(lib, xp, h0, c0, w, m, mode, packed):
     o0, so = ptr_steps(out)
     x0, sx = ptr_steps(xp)
     mp = m.data_ptr() if mode != MaskMode.NONE else None
-    untied = mode == MaskMode.UNTIED
 
-    def step(t, pre, s_pb, hm):
-        x = x0 + t * sx if untied else None  # untied: xp added in C; else by oneDNN already
+    def step(t, pre, s_pb, hm, add_x):
+        x = x0 + t * sx if add_x else None  # else added to the product by oneDNN already
         cp = c_0 + (t - 1) * sc if t > 0 else c0.data_ptr()
         lib.lstm_fwd_step(pre, s_pb, x, cp, a0 + t * sa, c_0 + t * sc, o0 + t * so, mp, hm,
                           B, H, mode)
 
-    forward_steps(step, out, h0, w, m, mode, packed, add=None if untied else xp)
+    forward_steps(step, out, h0, w, m, mode, packed, add=xp, lib=lib)
     return A, C, out
 
 
@@ -274,7 +272,7 @@ def _backward_loop_c(lib, dout, dhT, dcT, h0, c0, w, m, mode, A, C, out, packed,
         lib.lstm_bwd_step(a0 + t * sa, c_0 + t * sc, cp, d0 + t * sd, gate_ptrs(r), mp,
                           dc.data_ptr(), p0 + t * sp, B, H, r_mode)
 
-    dh0 = reverse_steps(step, dpre, dhT, w, m, mode, packed, need_h0)
+    dh0 = reverse_steps(step, dpre, dhT, w, m, mode, packed, need_h0, lib=lib)
     dw = weight_grad(dpre, h0, out, m, mode, packed) if need_w else None
     return dpre, dh0, dc, dw
 
