@@ -71,7 +71,8 @@ def _compare_gru(T, B, H, kind, bias=True, device="cpu", tol=1e-5, seed=0):
                         "onednn-blocks-packed+C", "torch+C", "torch"])
 def cpu_impl(request, monkeypatch):
     """Every CPU implementation: the per-step products through the C kernel ``SmallGemm``
-    ("cgemm", with the C gate kernels: the default where they build), through oneDNN (when this
+    ("cgemm", with the C gate kernels: the default where they build for AVX-512, forced here
+    on any build), through oneDNN (when this
     torch has the ops) or torch.mm, gate math in the fused C kernels (when they build) or in
     torch ops.
     "onednn-blocks": untied masks' per-gate products through oneDNN at every size (by default
@@ -79,7 +80,7 @@ def cpu_impl(request, monkeypatch):
     blocks as views; "-packed": the backward blocks packed too (by default from
     ``BlockLinear.PACK_MIN`` units)."""
     products, _, c = request.param.partition("+")
-    monkeypatch.setenv("RNNDROP_FAST_CGEMM", "1" if products == "cgemm" else "0")
+    monkeypatch.setenv("RNNDROP_FAST_CGEMM", "1" if products == "cgemm" else "0")  # on any ISA
     if products.startswith("onednn"):
         if not _gemm.packed_ok():
             pytest.skip("oneDNN packed linear ops unavailable in this torch build")

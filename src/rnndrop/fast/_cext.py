@@ -416,7 +416,8 @@ void gru_bwd_step_z(const float *__restrict S, const float *__restrict hp,
 #define GEMM_MR 6
 #endif
 #define GEMM_NR (2 * GEMM_VL)
-typedef float gvec __attribute__((vector_size(GEMM_VL * 4), aligned(4)));
+/* aligned(4), may_alias: loads through a gvec pointer from any float address */
+typedef float gvec __attribute__((vector_size(GEMM_VL * 4), aligned(4), may_alias));
 
 long gemm_nr(void) { return GEMM_NR; }
 
@@ -435,47 +436,70 @@ void gemm_pack(const float *__restrict b, long s_k, long s_n, long K, long N,
         }
 }
 
-/* One tile: rows [0, mr) of A (row stride lda) times one panel; columns [0, nc) stored to C
- * (row stride ldc), times mul (row stride ldm) when mul != NULL. full: mr == MR (the
- * accumulator loop has a fixed trip count, so it stays in registers). */
+/* The store of a tile's accumulators: columns [0, nc) of rows [0, mr) to C (row stride ldc),
+ * times mul (row stride ldm) when mul != NULL. Elements read by subscript: acc is never
+ * address-taken, so the compiler can keep it in registers through the K loop. */
+#define GEMM_STORE(acc, mr)                                                    \
+    for (long i = 0; i < (mr); i++) {                                          \
+        float t[GEMM_NR];                                                      \
+        for (int l = 0; l < GEMM_VL; l++) {                                    \
+            t[l] = acc[i][0][l];                                               \
+            t[GEMM_VL + l] = acc[i][1][l];                                     \
+        }                                                                      \
+        float *c = C + i * ldc;                                                \
+        if (mul) {                                                             \
+            const float *mm = mul + i * ldm;                                   \
+            for (long q = 0; q < nc; q++) c[q] = t[q] * mm[q];                 \
+        } else {                                                               \
+            for (long q = 0; q < nc; q++) c[q] = t[q];                         \
+        }                                                                      \
+    }
+
+/* One full tile: rows [0, MR) of A (row stride lda) times one panel, stored as GEMM_STORE.
+ * Fixed trip counts: the MR x 2 accumulators and the two panel vectors stay in registers. */
 static inline __attribute__((always_inline)) void gemm_tile(
         const float *__restrict A, long lda, const float *__restrict bp, long K,
-        float *__restrict C, long ldc, const float *__restrict mul, long ldm, long mr, long nc,
-        const int full) {
+        float *__restrict C, long ldc, const float *__restrict mul, long ldm, long nc) {
+    const gvec zero = {0};
     gvec acc[GEMM_MR][2];
-    for (int i = 0; i < GEMM_MR; i++)
-        for (int v = 0; v < 2; v++)
-            for (int l = 0; l < GEMM_VL; l++) acc[i][v][l] = 0.0f;
+    for (int i = 0; i < GEMM_MR; i++) {
+        acc[i][0] = zero;
+        acc[i][1] = zero;
+    }
     for (long k = 0; k < K; k++) {
-        gvec b0, b1;
-        memcpy(&b0, bp + k * GEMM_NR, sizeof b0);
-        memcpy(&b1, bp + k * GEMM_NR + GEMM_VL, sizeof b1);
-        if (full) {
-            for (int i = 0; i < GEMM_MR; i++) {
-                const float a = A[i * lda + k];
-                acc[i][0] += a * b0;
-                acc[i][1] += a * b1;
-            }
-        } else {
-            for (long i = 0; i < mr; i++) {
-                const float a = A[i * lda + k];
-                acc[i][0] += a * b0;
-                acc[i][1] += a * b1;
-            }
+        const gvec b0 = *(const gvec *)(bp + k * GEMM_NR);
+        const gvec b1 = *(const gvec *)(bp + k * GEMM_NR + GEMM_VL);
+        for (int i = 0; i < GEMM_MR; i++) {
+            const float a = A[i * lda + k];
+            acc[i][0] += a * b0;
+            acc[i][1] += a * b1;
         }
     }
-    for (long i = 0; i < mr; i++) {
-        float t[GEMM_NR];
-        memcpy(t, &acc[i][0], sizeof acc[i][0]);
-        memcpy(t + GEMM_VL, &acc[i][1], sizeof acc[i][1]);
-        float *c = C + i * ldc;
-        if (mul) {
-            const float *mm = mul + i * ldm;
-            for (long q = 0; q < nc; q++) c[q] = t[q] * mm[q];
-        } else {
-            for (long q = 0; q < nc; q++) c[q] = t[q];
+    GEMM_STORE(acc, GEMM_MR)
+}
+
+/* The last rows of A when M is not a multiple of MR (mr < MR): a separate function, so that
+ * its runtime trip count does not keep the full tile's accumulators in memory. */
+static __attribute__((noinline)) void gemm_tile_part(
+        const float *__restrict A, long lda, const float *__restrict bp, long K,
+        float *__restrict C, long ldc, const float *__restrict mul, long ldm, long nc,
+        long mr) {
+    const gvec zero = {0};
+    gvec acc[GEMM_MR][2];
+    for (int i = 0; i < GEMM_MR; i++) {
+        acc[i][0] = zero;
+        acc[i][1] = zero;
+    }
+    for (long k = 0; k < K; k++) {
+        const gvec b0 = *(const gvec *)(bp + k * GEMM_NR);
+        const gvec b1 = *(const gvec *)(bp + k * GEMM_NR + GEMM_VL);
+        for (long i = 0; i < mr; i++) {
+            const float a = A[i * lda + k];
+            acc[i][0] += a * b0;
+            acc[i][1] += a * b1;
         }
     }
+    GEMM_STORE(acc, mr)
 }
 
 /* G products at once, C_g = A_g B_g (times mul, elementwise, when mul != NULL: G = 1), with
@@ -498,9 +522,9 @@ void gemm(const float *__restrict A, long lda, long a_gs, const float *__restric
             const long mr = M - i0 < GEMM_MR ? M - i0 : GEMM_MR;
             const float *mi = mul ? mul + i0 * ldm + n0 : 0;
             if (mr == GEMM_MR)
-                gemm_tile(a + i0 * lda, lda, bp, K, c + i0 * ldc, ldc, mi, ldm, mr, nc, 1);
+                gemm_tile(a + i0 * lda, lda, bp, K, c + i0 * ldc, ldc, mi, ldm, nc);
             else
-                gemm_tile(a + i0 * lda, lda, bp, K, c + i0 * ldc, ldc, mi, ldm, mr, nc, 0);
+                gemm_tile_part(a + i0 * lda, lda, bp, K, c + i0 * ldc, ldc, mi, ldm, nc, mr);
         }
     }
 }

@@ -58,7 +58,7 @@ Product = Union[Tensor, Sequence[Tensor]]
 def small_gemm(lib, B: int):
     """Whether a C loop (``lib``: the fused kernels) takes its per-step products through
     ``SmallGemm`` for batch ``B``."""
-    return lib is not None and 0 < B <= SmallGemm.MAX_BATCH and cgemm_enabled()
+    return lib is not None and 0 < B <= SmallGemm.MAX_BATCH and cgemm_enabled(lib)
 
 
 def rec_product(w: Tensor, m: Optional[Tensor], mode: MaskMode, B: int, packed: bool,

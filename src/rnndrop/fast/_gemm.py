@@ -152,10 +152,16 @@ class BlockLinear:
         return list(self(xs).unbind(0))
 
 
-def cgemm_enabled() -> bool:
-    """Whether the per-step recurrent products may go through the C kernel ``SmallGemm``
-    (``RNNDROP_FAST_CGEMM=0``: through oneDNN or ``torch.mm`` as before; the tests cover both)."""
-    return os.environ.get("RNNDROP_FAST_CGEMM", "1") not in ("0", "")
+def cgemm_enabled(lib) -> bool:
+    """Whether the per-step recurrent products go through the C kernel ``SmallGemm`` of the
+    loaded kernels ``lib``. By default where it was built for AVX-512 (panels of 32 floats),
+    the only build measured faster than oneDNN (an AVX2 build of it, run on an AVX-512 CPU, was
+    0.64-1.0x of oneDNN there: benchmarks/small_gemm.py, speed.md); ``RNNDROP_FAST_CGEMM=1``
+    takes it on any build (the tests do), ``=0`` never (oneDNN or ``torch.mm`` as before)."""
+    flag = os.environ.get("RNNDROP_FAST_CGEMM", "")
+    if flag == "0":
+        return False
+    return flag == "1" or lib.gemm_nr() >= 32
 
 
 class SmallGemm:
@@ -164,7 +170,7 @@ class SmallGemm:
     ``B_g`` (``K × N``, any strides: a transposed view of ``W_hh``, ``W_hh`` itself or a gate
     block), through the C kernel ``gemm`` of ``_cext`` with every ``B_g`` packed once into
     panels (``gemm_pack``). The recurrent products of the C loops when ``lib`` is there and
-    ``cgemm_enabled()``: one ctypes call per step and no torch dispatch, outputs written into
+    ``cgemm_enabled(lib)``: one ctypes call per step and no torch dispatch, outputs written into
     buffers the loop owns, and faster than oneDNN's packed linear at these shapes here
     (``_cext``'s comment; speed.md, "The recurrent products in C"). Threads:
     ``torch.get_num_threads()`` at construction, as OpenMP threads over the panels."""
