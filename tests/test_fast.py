@@ -67,12 +67,13 @@ def _compare_gru(T, B, H, kind, bias=True, device="cpu", tol=1e-5, seed=0):
         _close(a, c, tol)
 
 
-@pytest.fixture(params=["cgemm+C", "onednn+C", "onednn", "onednn-blocks+C",
+@pytest.fixture(params=["cgemm+C", "cgemm-bwd+C", "onednn+C", "onednn", "onednn-blocks+C",
                         "onednn-blocks-packed+C", "torch+C", "torch"])
 def cpu_impl(request, monkeypatch):
     """Every CPU implementation: the per-step products through the C kernel ``SmallGemm``
     ("cgemm", with the C gate kernels: the default where they build for AVX-512, forced here
-    on any build), through oneDNN (when this
+    on any build; "cgemm-bwd": the tied forward product through oneDNN, as above
+    ``SmallGemm.FWD_MAX_H`` units), through oneDNN (when this
     torch has the ops) or torch.mm, gate math in the fused C kernels (when they build) or in
     torch ops.
     "onednn-blocks": untied masks' per-gate products through oneDNN at every size (by default
@@ -80,8 +81,10 @@ def cpu_impl(request, monkeypatch):
     blocks as views; "-packed": the backward blocks packed too (by default from
     ``BlockLinear.PACK_MIN`` units)."""
     products, _, c = request.param.partition("+")
-    monkeypatch.setenv("RNNDROP_FAST_CGEMM", "1" if products == "cgemm" else "0")  # on any ISA
-    if products.startswith("onednn"):
+    monkeypatch.setenv("RNNDROP_FAST_CGEMM", "1" if products.startswith("cgemm") else "0")
+    if products == "cgemm-bwd":   # the tied forward product through oneDNN, as from FWD_MAX_H
+        monkeypatch.setattr(_gemm.SmallGemm, "FWD_MAX_H", 0)
+    if products.startswith(("onednn", "cgemm")):   # cgemm: the other products through oneDNN
         if not _gemm.packed_ok():
             pytest.skip("oneDNN packed linear ops unavailable in this torch build")
         monkeypatch.delenv("RNNDROP_FAST_NO_MKLDNN", raising=False)

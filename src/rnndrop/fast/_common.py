@@ -189,7 +189,8 @@ def forward_steps(step, out: Tensor, h0: Tensor, w: Tensor, m: Optional[Tensor],
     hm_ptr = None if mode == MaskMode.NONE else hm.data_ptr()
     ptrs = ctypes.c_void_p * G
     with_x = add is not None
-    if small_gemm(lib, B):
+    # one (B, H) x (H, G*H) product a step: the C kernel up to FWD_MAX_H units, oneDNN above
+    if small_gemm(lib, B) and (untied or H < SmallGemm.FWD_MAX_H):
         es = w.element_size()
         if untied:      # gate k: (h ∘ m_k) @ W_kᵀ, h ∘ m_k at hm[k]
             gk = SmallGemm(lib, *[w[k * H:(k + 1) * H].t() for k in range(G)])

@@ -176,6 +176,10 @@ class SmallGemm:
     ``torch.get_num_threads()`` at construction, as OpenMP threads over the panels."""
 
     MAX_BATCH = 64   # measured up to B = 64 (parity with oneDNN there at two threads)
+    # The tied forward product (N = G*H) from this many units goes to oneDNN: at H = 1500 the
+    # C kernel ran it at 0.80-0.92x of oneDNN's packed linear (H = 650: 1.05-1.16x), while
+    # every other product there stayed ahead (benchmarks/small_gemm.py, 2026-12-03).
+    FWD_MAX_H = 1000
 
     def __init__(self, lib, *bs: Tensor):
         K, N = bs[0].shape
