@@ -20,10 +20,13 @@ backward products to ``torch.mm``, measurably slower on CPU).
 
 What runs where is chosen once per call, by ``select`` only (all falling back to plain torch ops):
 
-- CPU float32: per-step products through oneDNN (``torch.ops.mkldnn``, probed once, see
-  ``_gemm``), the gate math of each step in one fused C call (``_cext``: compiled on first use
-  in well under a second into ``$RNNDROP_FAST_BUILD_DIR`` or ``~/.cache/rnndrop/fast``; with no
-  C compiler, one warning and torch ops). LSTM and GRU alike.
+- CPU float32: the gate math of each step in one fused C call (``_cext``: compiled on first
+  use in well under a second into ``$RNNDROP_FAST_BUILD_DIR`` or ``~/.cache/rnndrop/fast``;
+  with no C compiler, one warning and torch ops); the per-step recurrent products in a
+  small-batch C kernel too where it was built for AVX-512 and the batch is at most 64
+  (``_gemm.SmallGemm``), else through oneDNN (``torch.ops.mkldnn``, probed once, see
+  ``_gemm``); the large products (input projection, weight gradients) through oneDNN. LSTM
+  and GRU alike.
 - CUDA: LSTM gate math in one Triton kernel per step (``_triton``; when Triton imports), the
   whole forward and backward loops replayed as CUDA graphs (``_graphs``: one graph per loop
   shape, which keeps static copies of that loop's inputs and outputs between calls; see
@@ -39,7 +42,8 @@ What runs where is chosen once per call, by ``select`` only (all falling back to
   too; elsewhere the reference loop.
 
 Environment switches (read at every call): ``RNNDROP_FAST_NO_MKLDNN=1`` (torch.mm instead of
-oneDNN), ``RNNDROP_FAST_CEXT=0`` (no C kernels), ``RNNDROP_FAST_TRITON=0`` (no Triton),
+oneDNN), ``RNNDROP_FAST_CEXT=0`` (no C kernels), ``RNNDROP_FAST_CGEMM=0`` (the per-step products
+not in C; ``=1``: in C on any build), ``RNNDROP_FAST_TRITON=0`` (no Triton),
 ``RNNDROP_FAST_CUDA_GRAPHS=0`` (no CUDA graphs, read at import; ``set_cuda_graphs`` after).
 """
 from __future__ import annotations

@@ -403,8 +403,9 @@ void gru_bwd_step_z(const float *__restrict S, const float *__restrict hp,
 /* Small-batch products for the per-step recurrent products, C (M x N) = A (M x K) B (K x N),
  * with M the batch (20 in the PTB recipes) and B the recurrent weight, packed once per call.
  * oneDNN's packed linear ran these at M = 20 below this kernel here (one thread of an AVX-512
- * EPYC: K = N = 650 203 against 172 us, K = 650, N = 2600 927 against 759 us), and every call
- * through torch costs ~15 us of dispatch besides. A tile is MR rows x 2 vectors of columns,
+ * EPYC, benchmarks/small_gemm.py, H = 650: the tied forward product 784 against 745 us, the
+ * four untied backward blocks 1356 against 802 us), and every call through torch costs ~15 us
+ * besides (docs/results/scripts/untied_costs.py). A tile is MR rows x 2 vectors of columns,
  * its accumulators held in registers across the whole K loop; B is packed in panels of NR
  * columns (row k of panel p at Bp + (p*K + k)*NR, zero past N) so that the loop reads it
  * sequentially. GCC/Clang vector types: AVX-512 or AVX2 (or SSE) as -march=native allows. */

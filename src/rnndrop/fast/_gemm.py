@@ -117,10 +117,10 @@ class BlockLinear:
     114.8, H = 1000 370.6 / 315.0). ``pack=False`` hands the blocks over as they are, which is
     as fast as packed when each block is a transposed view of a row-major matrix (as for
     ``Linear``): the backward's ``d_k @ W_k`` below ``PACK_MIN`` units, where packing (a
-    transposed copy and a reorder per block, ~4.6 ms a call at H = 650) costs more than it
-    saves. The inputs are made contiguous first: a strided ``x_k`` (a gate's columns of
-    ``dgates``) made the four products ~15 % slower. Fallback (no oneDNN, or smaller blocks):
-    ``torch.bmm``.
+    transposed copy and a reorder per block, 7.3 ms a call at H = 650:
+    docs/results/scripts/untied_costs.py) costs more than it saves. The inputs are made
+    contiguous first: oneDNN ran a strided ``x_k`` (a gate's columns of ``dgates``) slower.
+    Fallback (no oneDNN, or smaller blocks): ``torch.bmm``.
     """
 
     BLOCKS_MIN = 500
@@ -210,8 +210,9 @@ TRANSPOSE_MIN = 1 << 16
 def transposed(a: Tensor) -> Tensor:
     """``a.t().contiguous()`` for a 2-D ``a``: through the blocked C kernel (``_cext``) for a large
     CPU float32 ``a`` with unit column stride, else torch's copy. A weight gradient's left
-    operand: at (700, 2600) torch's strided copy took 1.6-3.8 ms against 0.6-1.4 ms for the
-    kernel, one thread of an AVX-512 EPYC (speed.md, "The weight gradients' transposed copy")."""
+    operand: at (700, 2600) torch's strided copy took 2.48 ms against 1.18 ms for the kernel,
+    one thread of an AVX-512 EPYC (docs/results/scripts/untied_costs.py; speed.md, "The
+    recurrent products in C")."""
     lib = _cext.kernels() if a.numel() >= TRANSPOSE_MIN else None
     if (lib is None or a.dim() != 2 or a.dtype != torch.float32 or a.device.type != "cpu"
             or a.stride(1) != 1 or a.stride(0) < a.shape[1]):

@@ -9,9 +9,11 @@ as one large product after the loop (one per gate block for untied masks).
 How a call runs is fixed by ``rnndrop.fast.select`` (an ``Impl``): products through oneDNN on
 CPU float32 (the forward weight packed once per call, the backward weight handed over as a
 transposed view, the weight gradient through oneDNN too; see ``_gemm``) or ``torch.mm``; the gate
-math of a step in one fused C call (``_cext``: ``_forward_loop_c``/``_backward_loop_c``) or in
-torch ops (``_forward_loop``/``_backward_loop``, e.g. float64 for gradcheck); on CUDA one fused
-Triton kernel per step instead, the loops replayed as CUDA graphs (``_triton``, ``_graphs``).
+math of a step in one fused C call (``_cext``: ``_forward_loop_c``/``_backward_loop_c``), whose
+loops take the per-step products through the small-batch C kernel too where ``_common.small_gemm``
+says so (``_gemm.SmallGemm``), or in torch ops (``_forward_loop``/``_backward_loop``, e.g.
+float64 for gradcheck); on CUDA one fused Triton kernel per step instead, the loops replayed as
+CUDA graphs (``_triton``, ``_graphs``).
 """
 from __future__ import annotations
 
