@@ -13,7 +13,10 @@ running perplexity, progress bar or log lines, the divergence checks, the signal
 Only steps ``--warmup + 1 …`` are timed in both (the trainer's through its step hooks), so its
 start (directory, lock) and its final checkpoint are not.
 Interleaved: for each repeat, each scheme runs once in each form; medians; ratio bare / trainer
-(≥ 1 means the trainer is as fast as the bare loop). Wall time and the process's CPU time
+(≥ 1 means the trainer is as fast as the bare loop). ``--processes``: every run in a fresh
+process of its own, as a user runs either; without it all runs share this one, so once the
+trainer has set the allocator for its process (``rnndrop._alloc``, freed memory kept) the bare
+runs after it have that too. Wall time and the process's CPU time
 (user + system) both: on a shared machine the CPU time is the fairer of the two, since time
 spent waiting for a core does not count. Measures only — asserts nothing.
 
@@ -23,8 +26,11 @@ spent waiting for a core does not count. Measures only — asserts nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -126,6 +132,9 @@ def main():
     ap.add_argument("--bare-loss", choices=("example", "model"), default="example",
                     help="the bare loop's loss: the example's log_softmax + NLL, or model.loss")
     ap.add_argument("--data", default=None, help="data root holding ptb/ (default $RNNDROP_DATA)")
+    ap.add_argument("--processes", action="store_true",
+                    help="each run in a fresh process (as a user runs the example or the trainer)")
+    ap.add_argument("--one", nargs=2, metavar=("SCHEME", "FORM"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,12 +143,28 @@ def main():
     corpus = load_lm_corpus(cfg0.data, os.path.join(root, "ptb") if root else None)
     loss_of = example_loss if args.bare_loss == "example" else (
         lambda model, out, y: model.loss(out, y))
+    def measure(s, form):
+        cfg = config(args.size, s, args.steps, args.bptt, args.sync_every)
+        if form == "bare":
+            return time_bare(cfg, corpus, args.warmup, loss_of)
+        return time_trainer(cfg, corpus, args.warmup, not args.no_bar)
+
+    if args.one:   # a child of --processes: one run, its (wall, CPU) per step as JSON
+        print(json.dumps(measure(*args.one)))
+        return
+
+    def in_process(s, form):
+        argv = [a for a in sys.argv[1:] if a != "--processes"]
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--one", s,
+                              form], capture_output=True, text=True, check=True).stdout
+        return tuple(json.loads(out.strip().splitlines()[-1]))
+
+    run = in_process if args.processes else measure
     times = {(s, k): [] for s in args.schemes for k in ("bare", "trainer")}
     for _ in range(args.repeats):
         for s in args.schemes:
-            cfg = config(args.size, s, args.steps, args.bptt, args.sync_every)
-            times[s, "bare"].append(time_bare(cfg, corpus, args.warmup, loss_of))
-            times[s, "trainer"].append(time_trainer(cfg, corpus, args.warmup, not args.no_bar))
+            times[s, "bare"].append(run(s, "bare"))
+            times[s, "trainer"].append(run(s, "trainer"))
     H, T = SIZES[args.size]
     T = args.bptt or T
     tok = 20 * T
@@ -148,6 +173,7 @@ def main():
           f"{args.steps - args.warmup} timed steps x {args.repeats} interleaved repeats, "
           f"progress bar {'off' if args.no_bar else 'on'}, bare loss {args.bare_loss}, "
           f"sync_every {args.sync_every or 'default'}, "
+          f"{'a fresh process per run' if args.processes else 'one process'}, "
           f"load {os.getloadavg()[0]:.2f}")
     print(f"{'scheme':<13}{'bare ms/step':>14}{'trainer ms/step':>17}{'bare tok/s':>12}"
           f"{'trainer tok/s':>15}{'ratio':>8}{'bare CPU ms':>13}{'trainer CPU ms':>16}"
