@@ -17,9 +17,10 @@ def _run(code: str, **env) -> str:
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
 def test_keep_freed_memory_sets_the_thresholds_once():
-    """In a fresh process: True, and again True (set once); a 28 MB block freed and allocated
-    again is then reused from the heap, where glibc's default would have unmapped it (the
-    page faults of the second allocation counted)."""
+    """In a fresh process: True, and again True (set once). Then a 28 MB block freed and
+    allocated again five times is reused from the heap: its ~6,800 pages fault in at most about
+    once more. With glibc's defaults (RNNDROP_MALLOC=default) the same code faulted 13,600 to
+    34,200 pages here: the block handed back to the system and faulted in again, 2 to 5 times."""
     code = (
         "import resource, torch\n"
         "from rnndrop._alloc import keep_freed_memory\n"
@@ -31,7 +32,8 @@ def test_keep_freed_memory_sets_the_thresholds_once():
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)\n")
     first, faults = _run(code).splitlines()
     assert first == "True True"
-    assert int(faults) < 1000     # 5 fresh 28 MB blocks would fault ~7000 pages each
+    pages = 7_000_000 * 4 // 4096
+    assert int(faults) <= 1.2 * pages
 
 
 def test_opt_out_leaves_the_allocator_alone():
