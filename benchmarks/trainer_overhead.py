@@ -14,9 +14,9 @@ Only steps ``--warmup + 1 …`` are timed in both (the trainer's through its ste
 start (directory, lock) and its final checkpoint are not.
 Interleaved: for each repeat, each scheme runs once in each form; medians; ratio bare / trainer
 (≥ 1 means the trainer is as fast as the bare loop). ``--processes``: every run in a fresh
-process of its own, as a user runs either; without it all runs share this one, so once the
-trainer has set the allocator for its process (``rnndrop._alloc``, freed memory kept) the bare
-runs after it have that too. Wall time and the process's CPU time
+process of its own, as a user runs either (nothing a run leaves in the process, such as the
+allocator's heap or oneDNN's primitive cache, reaches the next); by default all runs share this
+one. Wall time and the process's CPU time
 (user + system) both: on a shared machine the CPU time is the fairer of the two, since time
 spent waiting for a core does not count. Measures only — asserts nothing.
 

@@ -38,7 +38,6 @@ import torch
 
 from .. import checkpoint as ckpt
 from .. import distributed, rundir
-from .._alloc import keep_freed_memory
 from .._signals import StopSignals
 from ..clipping import ClipMonitor, ClipStats, clip_grad_norm_tensor
 
@@ -333,7 +332,6 @@ class Trainer:
         early stopping); returns the final metrics. Ctrl-C / SIGTERM save a checkpoint of the
         last completed step and re-raise KeyboardInterrupt."""
         t = self.cfg.train
-        keep_freed_memory()     # the step's large temporaries reused, not faulted in again
         deadline = time.monotonic() + 60 * max_minutes if max_minutes else None
         self._deadline, self._late = deadline, False
         with self._run_lock(), self._signals.installed():
