@@ -456,26 +456,30 @@ void gemm_pack(const float *__restrict b, long s_k, long s_n, long K, long N,
         }                                                                      \
     }
 
+/* A tile's product: rows [0, rows) of A times one panel, into acc (MR x 2 vectors). */
+#define GEMM_ACCUMULATE(acc, rows)                                             \
+    const gvec zero = {0};                                                     \
+    gvec acc[GEMM_MR][2];                                                      \
+    for (int i = 0; i < GEMM_MR; i++) {                                        \
+        acc[i][0] = zero;                                                      \
+        acc[i][1] = zero;                                                      \
+    }                                                                          \
+    for (long k = 0; k < K; k++) {                                             \
+        const gvec b0 = *(const gvec *)(bp + k * GEMM_NR);                     \
+        const gvec b1 = *(const gvec *)(bp + k * GEMM_NR + GEMM_VL);           \
+        for (long i = 0; i < (rows); i++) {                                    \
+            const float a = A[i * lda + k];                                    \
+            acc[i][0] += a * b0;                                               \
+            acc[i][1] += a * b1;                                               \
+        }                                                                      \
+    }
+
 /* One full tile: rows [0, MR) of A (row stride lda) times one panel, stored as GEMM_STORE.
  * Fixed trip counts: the MR x 2 accumulators and the two panel vectors stay in registers. */
 static inline __attribute__((always_inline)) void gemm_tile(
         const float *__restrict A, long lda, const float *__restrict bp, long K,
         float *__restrict C, long ldc, const float *__restrict mul, long ldm, long nc) {
-    const gvec zero = {0};
-    gvec acc[GEMM_MR][2];
-    for (int i = 0; i < GEMM_MR; i++) {
-        acc[i][0] = zero;
-        acc[i][1] = zero;
-    }
-    for (long k = 0; k < K; k++) {
-        const gvec b0 = *(const gvec *)(bp + k * GEMM_NR);
-        const gvec b1 = *(const gvec *)(bp + k * GEMM_NR + GEMM_VL);
-        for (int i = 0; i < GEMM_MR; i++) {
-            const float a = A[i * lda + k];
-            acc[i][0] += a * b0;
-            acc[i][1] += a * b1;
-        }
-    }
+    GEMM_ACCUMULATE(acc, GEMM_MR)
     GEMM_STORE(acc, GEMM_MR)
 }
 
@@ -485,21 +489,7 @@ static __attribute__((noinline)) void gemm_tile_part(
         const float *__restrict A, long lda, const float *__restrict bp, long K,
         float *__restrict C, long ldc, const float *__restrict mul, long ldm, long nc,
         long mr) {
-    const gvec zero = {0};
-    gvec acc[GEMM_MR][2];
-    for (int i = 0; i < GEMM_MR; i++) {
-        acc[i][0] = zero;
-        acc[i][1] = zero;
-    }
-    for (long k = 0; k < K; k++) {
-        const gvec b0 = *(const gvec *)(bp + k * GEMM_NR);
-        const gvec b1 = *(const gvec *)(bp + k * GEMM_NR + GEMM_VL);
-        for (long i = 0; i < mr; i++) {
-            const float a = A[i * lda + k];
-            acc[i][0] += a * b0;
-            acc[i][1] += a * b1;
-        }
-    }
+    GEMM_ACCUMULATE(acc, mr)
     GEMM_STORE(acc, mr)
 }
 
