@@ -64,6 +64,14 @@ static inline float ftanh(float x) {
     return x < 0.0f ? -t : t;
 }
 
+/* Threads for the step kernels' rows (set_threads, from torch.get_num_threads() at each
+ * recurrence call): OpenMP over the batch rows when there are enough cells to pay for it; each
+ * row is computed by one thread, so the result does not depend on the count. Without OpenMP
+ * the pragmas are ignored. */
+static int g_threads = 1;
+void set_threads(int n) { g_threads = n > 0 ? n : 1; }
+#define ROWS_PARALLEL _Pragma("omp parallel for num_threads(g_threads) schedule(static) if (g_threads > 1 && B * H >= 8192)")
+
 /* Forward step. Gate k of sample b, unit j is pre[k][b*s_pb + j] (+ x[b*4H + k*H + j] when
  * x != NULL): pre holds the address of each gate's block, in one product's output (tied: the
  * gates side by side, s_pb = 4H) or in one per gate (untied: s_pb = H), so that the per-gate
@@ -92,6 +100,7 @@ void lstm_fwd_step(const float *const *pre, long s_pb,
                    float *__restrict c, float *__restrict h, const float *__restrict m,
                    float *__restrict hm, long B, long H, int mode) {
     const long n = B * H;
+    ROWS_PARALLEL
     for (long b = 0; b < B; b++) {
         const long o = b * s_pb;
         if (x)
@@ -141,6 +150,7 @@ void lstm_bwd_step(const float *__restrict A, const float *__restrict c,
                    const float *const *r, const float *__restrict m, float *__restrict dc,
                    float *__restrict dp, long B, long H, int mode) {
     const long n = B * H;
+    ROWS_PARALLEL
     for (long b = 0; b < B; b++) {
         const long q = b * H;
         if (mode == 2)
@@ -178,6 +188,7 @@ void gru_fwd_step(const float *const *pre, long s_pb, const float *__restrict bi
                   float *__restrict h, const float *__restrict m, float *__restrict hm,
                   long B, long H, int mode) {
     const long n = B * H;
+    ROWS_PARALLEL
     for (long b = 0; b < B; b++) {
         const long o = b * s_pb;
         if (bias)
@@ -227,6 +238,7 @@ void gru_bwd_step(const float *__restrict S, const float *__restrict hp,
                   const float *__restrict m, float *__restrict dcar, float *__restrict dx,
                   float *__restrict dg, long B, long H, int mode) {
     const long n = B * H;
+    ROWS_PARALLEL
     for (long b = 0; b < B; b++) {
         const long q = b * H;
         if (mode == 2)
@@ -256,6 +268,7 @@ void lstm_fwd_step_z(const float *const *pre, long s_pb,
                      float *__restrict c, float *__restrict h, const float *__restrict m,
                      float *__restrict hm, long B, long H, int mode) {
     const long n = B * H;
+    ROWS_PARALLEL
     for (long b = 0; b < B; b++) {
         const long o = b * s_pb;
         const float *__restrict pi = pre[0] + o, *__restrict pf = pre[1] + o;
@@ -300,6 +313,7 @@ void lstm_bwd_step_z(const float *__restrict A, const float *__restrict ct,
                      float *__restrict carry, float *__restrict dc, float *__restrict dp,
                      long B, long H, int mode) {
     const long n = B * H;
+    ROWS_PARALLEL
     for (long b = 0; b < B; b++) {
         const float *a = A + b * 4 * H;
         float *d = dp + b * 4 * H;
@@ -342,6 +356,7 @@ void gru_fwd_step_z(const float *const *pre, long s_pb,
                     float *__restrict h, const float *__restrict m, float *__restrict hm,
                     long B, long H, int mode) {
     const long n = B * H;
+    ROWS_PARALLEL
     for (long b = 0; b < B; b++) {
         const long o = b * s_pb;
         const float *__restrict pr = pre[0] + o, *__restrict pz = pre[1] + o;
@@ -376,6 +391,7 @@ void gru_bwd_step_z(const float *__restrict S, const float *__restrict hp,
                     float *__restrict dcar, float *__restrict dx, float *__restrict dg,
                     long B, long H, int mode) {
     const long n = B * H;
+    ROWS_PARALLEL
     for (long b = 0; b < B; b++) {
         const float *s = S + b * 4 * H;
         float *dxb = dx + b * 3 * H, *dgb = dg + b * 3 * H;
@@ -526,6 +542,7 @@ void gemm(const float *__restrict A, long lda, long a_gs, const float *__restric
  * two a whole row apart, about 2x slower here at (700, 2600). */
 void transpose(const float *__restrict src, long R, long C, long ls, float *__restrict dst) {
     enum { BS = 16 };
+    #pragma omp parallel for num_threads(g_threads) schedule(static) if (g_threads > 1)
     for (long i0 = 0; i0 < R; i0 += BS) {
         const long i1 = i0 + BS < R ? i0 + BS : R;
         for (long j0 = 0; j0 < C; j0 += BS) {
@@ -626,6 +643,8 @@ def _load():
     lib.gru_bwd_step_z.restype = None
     lib.transpose.argtypes = [P, L, L, L, P]
     lib.transpose.restype = None
+    lib.set_threads.argtypes = [I]
+    lib.set_threads.restype = None
     lib.gemm_nr.argtypes = []
     lib.gemm_nr.restype = L
     lib.gemm_pack.argtypes = [P, L, L, L, L, P]

@@ -189,6 +189,8 @@ def forward_steps(step, out: Tensor, h0: Tensor, w: Tensor, m: Optional[Tensor],
     hm_ptr = None if mode == MaskMode.NONE else hm.data_ptr()
     ptrs = ctypes.c_void_p * G
     with_x = add is not None
+    if lib is not None:       # the step kernels' threads: as many as torch's
+        lib.set_threads(torch.get_num_threads())
     # one (B, H) x (H, G*H) product a step: the C kernel up to FWD_MAX_H units, oneDNN above
     if small_gemm(lib, B) and (untied or H < SmallGemm.FWD_MAX_H):
         es = w.element_size()
@@ -240,6 +242,8 @@ def reverse_steps(step, d: Tensor, dhT: Tensor, w: Tensor, m: Optional[Tensor],
     T, B = d.shape[:2]
     r, r_mode = dhT.contiguous(), MaskMode.NONE
     rec = rec_product(w, m, mode, B, packed, lib)
+    if lib is not None:
+        lib.set_threads(torch.get_num_threads())
     for t in range(T - 1, -1, -1):
         step(t, r, r_mode)
         if t > 0 or need_h0:

@@ -219,6 +219,7 @@ def transposed(a: Tensor) -> Tensor:
         return a.t().contiguous()
     R, C = a.shape
     out = a.new_empty(C, R)
+    lib.set_threads(torch.get_num_threads())
     lib.transpose(a.data_ptr(), R, C, a.stride(0), out.data_ptr())
     return out
 
