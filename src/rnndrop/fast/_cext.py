@@ -1,10 +1,10 @@
-"""Optional fused CPU kernels for the LSTM and GRU gate math (and one blocked transpose),
-compiled on first use, cached.
+"""Optional CPU kernels: the LSTM and GRU gate math of a step, the per-step recurrent products
+(a small-batch GEMM, ``gemm``) and a blocked transpose; compiled on first use, cached.
 
-A tiny C file (no torch headers: it builds in well under a second with the system C compiler),
-loaded with ctypes. Each call does one time step's gate math in one pass over the (B, H) cells,
-replacing ~8 (forward) / ~16 (backward) torch ops whose per-op dispatch and thread wake-up
-costs dominate the gate math at these sizes. The arithmetic is that of the Triton kernels
+A small C file (no torch headers: it builds in about a second with the system C compiler, with
+OpenMP where the compiler has it), loaded with ctypes. Each step call does one time step's gate
+math in one pass over the (B, H) cells, replacing ~8 (forward) / ~16 (backward) torch ops whose
+per-op dispatch and thread wake-up costs dominate the gate math at these sizes. The arithmetic is that of the Triton kernels
 (LSTM) and of the torch-op loops in ``_gru`` (GRU); the ``*_step_z`` kernels add zoneout, with
 the arithmetic of the zoneout torch-op loops in ``_lstm`` and ``_gru``.
 
