@@ -92,10 +92,9 @@ def rec_product(w: Tensor, m: Optional[Tensor], mode: MaskMode, B: int, packed: 
             return buf, MaskMode.NONE
         return one
     if mode == MaskMode.UNTIED:
-        gates = w.shape[0] // H
-        lin_k = BlockLinear(w.view(gates, H, H).transpose(1, 2), B, packed,   # d_k @ W_k
+        lin_k = BlockLinear(w.view(G, H, H).transpose(1, 2), B, packed,       # d_k @ W_k
                             pack=H >= BlockLinear.PACK_MIN)
-        return lambda d: (lin_k.each(d.view(B, gates, H).transpose(0, 1)), MaskMode.UNTIED)
+        return lambda d: (lin_k.each(d.view(B, G, H).transpose(0, 1)), MaskMode.UNTIED)
     lin_t = Linear(w.t(), B, packed, pack=False)
     return lambda d: (lin_t.mul(d, m), MaskMode.NONE)
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._gemm import _ops, all_packed
+from ._gemm import _ops, all_packed, transposed
 from ._linear import linear
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -79,7 +79,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             dh = _product(G, w.t(), None)
         if ctx.needs_input_grad[1]:
-            dw = _product(h.t().contiguous(), G.t(), None).t()          # (hᵀ G)ᵀ = Gᵀ h
+            dw = _product(transposed(h), G.t(), None).t()              # (hᵀ G)ᵀ = Gᵀ h
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = G.sum(0)
         if scale is not None:

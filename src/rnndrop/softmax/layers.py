@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
-from ..fast import linear as _fast_linear
-from ..fast import linear_cross_entropy
+from ..fast import linear as _fast_linear, linear_cross_entropy
 
 from .sampled import _REDUCTIONS, _check_num_sampled, sampled_softmax_loss
 from .samplers import CandidateSampler, make_sampler
