@@ -271,3 +271,29 @@ def test_bad_inputs_give_clear_errors():
         LSTM(3, 4, activation="relu")
     with pytest.raises(ValueError, match="hidden_size"):
         LSTM(3, 0)
+
+
+@pytest.mark.parametrize("cls,tcls", [(LSTM, nn.LSTM), (GRU, nn.GRU)])
+def test_from_torch_and_back_with_learned_rates(cls, tcls):
+    # learn_dropout adds rate parameters torch.nn has no counterpart of: from_torch copies the
+    # weights and leaves the rates at their start values, to_torch leaves the rates behind
+    torch.manual_seed(0)
+    ref = tcls(3, 4, num_layers=2, bidirectional=True)
+    ours = cls.from_torch(ref, dropout_hidden=0.2, dropout_between=0.3, learn_dropout=True)
+    rates = {k for k in ours.state_dict() if k not in ref.state_dict()}
+    assert rates and all(k.startswith("concrete_") for k in rates)
+    assert all(abs(float(m.p) - want) < 1e-6 for m, want in
+               [(ours.concrete_hidden[0], 0.2), (ours.concrete_between[0], 0.3)])
+    x = torch.randn(5, 2, 3)
+    torch.testing.assert_close(ours.eval()(x)[0], ref(x)[0], atol=1e-5, rtol=0)
+    back = ours.to_torch()
+    assert back.state_dict().keys() == ref.state_dict().keys()
+    for k, v in ref.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v)
+
+
+def test_from_torch_rejects_a_layer_of_another_shape():
+    ref = nn.LSTM(3, 4, num_layers=2)
+    ref.register_parameter("weight_extra", nn.Parameter(torch.zeros(1)))
+    with pytest.raises(ValueError, match="unexpected.*weight_extra"):
+        LSTM.from_torch(ref)

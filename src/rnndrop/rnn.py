@@ -586,7 +586,7 @@ class _RNNBase(nn.Module):
         if module.dropout and "dropout" not in dropout_options and "dropout_between" not in dropout_options:
             kwargs["dropout"] = module.dropout
         new = cls(module.input_size, module.hidden_size, **kwargs, **dropout_options)
-        new.load_state_dict(module.state_dict())
+        new._load_weights(module.state_dict())
         return new
 
     def to_torch(self) -> nn.RNNBase:
@@ -602,8 +602,28 @@ class _RNNBase(nn.Module):
         if self.mode == "RNN":
             kwargs["nonlinearity"] = self.activation
         module = cls(self.input_size, self.hidden_size, **kwargs)
-        module.load_state_dict(self.state_dict())
+        module.load_state_dict(self._weights())
         return module
+
+    def _weights(self) -> dict:
+        """The state dict without the learned dropout rates (``learn_dropout``): the entries a
+        ``torch.nn`` layer of the same shape has, under its names."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(_CONCRETE_PREFIXES)}
+
+    def _load_weights(self, state: dict) -> None:
+        """Load a ``torch.nn`` layer's state dict: every weight of this layer must be in it and
+        nothing else; the learned dropout rates, which torch has not, keep their start values."""
+        own = self._weights()
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        if missing or extra:
+            raise ValueError(f"the torch layer's weights do not match this {type(self).__name__}: "
+                             f"missing {missing}, unexpected {extra}")
+        with torch.no_grad():
+            for k, v in state.items():
+                if own[k].shape != v.shape:
+                    raise ValueError(f"{k}: shape {tuple(v.shape)}, this layer has {tuple(own[k].shape)}")
+                own[k].copy_(v)
 
 
 # Segments of the variable-length loop end where fewer than this share of their rows still run:
@@ -611,6 +631,8 @@ class _RNNBase(nn.Module):
 _SEGMENT_TOLERANCE = 0.85
 
 _TORCH_CLASSES = {"LSTM": nn.LSTM, "GRU": nn.GRU, "RNN": nn.RNN}
+# The learned-rate modules of learn_dropout: the state-dict entries torch.nn has no counterpart of.
+_CONCRETE_PREFIXES = ("concrete_",)
 _AUTOCAST_DTYPES: dict = {}
 
 
