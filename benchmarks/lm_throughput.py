@@ -8,6 +8,11 @@ Measures only — asserts nothing.
 
     python benchmarks/lm_throughput.py --size small --schemes none zaremba variational
     python benchmarks/lm_throughput.py --size medium --device cuda
+    python benchmarks/lm_throughput.py --size medium --precisions fp32 bf16   # autocast, as train.precision
+
+``--precisions fp32 bf16``: every model also under bf16 autocast (forward and loss; weights and
+optimiser float32, as ``train.precision = "bf16"``), each its own copy; ``ratio`` is against the
+baseline in the same precision, ``vs fp32`` against the same model in float32.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from rnndrop.models.lm import RNNLanguageModel
 
 SIZES = {"small": (200, 20, 0.0), "medium": (650, 35, 0.5), "large": (1500, 35, 0.65)}
 VOCAB = 10_000
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 class Baseline(nn.Module):
@@ -51,12 +57,13 @@ def ours(V, H, L, p, scheme):
                             tied_masks=(scheme == "variational-tied"))
 
 
-def step_fn(model, opt, x, y, state):
-    if isinstance(model, Baseline):
-        loss, state = model.loss(x, y, state)
-    else:
-        out, state = model(x, state)
-        loss = model.loss(out, y)
+def step_fn(model, opt, x, y, state, dtype=None):
+    with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        if isinstance(model, Baseline):
+            loss, state = model.loss(x, y, state)
+        else:
+            out, state = model(x, state)
+            loss = model.loss(out, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -78,16 +85,23 @@ def main():
     ap.add_argument("--steps", type=int, default=10, help="timed steps per repeat")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=list(PRECISIONS),
+                    help="run every model in each (bf16: autocast, as train.precision)")
     ap.add_argument("--profile", action="store_true",
                     help="also print torch.profiler's top ops over --steps steps of each model")
     args = ap.parse_args()
     H, T, p = SIZES[args.size]
     B, L = args.batch, 2
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    models = {"baseline": Baseline(VOCAB, H, L, p)}
-    for s in args.schemes:
-        models[s] = ours(VOCAB, H, L, p, s)
+    models, dtypes = {}, {}
+    for prec in args.precisions:
+        sfx = "" if prec == "fp32" else f" {prec}"
+        torch.manual_seed(0)                           # the same weights in every precision
+        models["baseline" + sfx] = Baseline(VOCAB, H, L, p)
+        for s in args.schemes:
+            models[s + sfx] = ours(VOCAB, H, L, p, s)
+        for k in models:
+            dtypes.setdefault(k, PRECISIONS[prec])
     opts, states = {}, {}
     for k, m in models.items():
         m.to(device).train()
@@ -100,33 +114,38 @@ def main():
     cpu = {k: [] for k in models}       # process CPU time: on a shared CPU, waits do not count
     for k in models:                                   # warm-up
         for _ in range(2):
-            states[k] = step_fn(models[k], opts[k], x, y, states[k])
+            states[k] = step_fn(models[k], opts[k], x, y, states[k], dtypes[k])
     for _ in range(args.repeats):                      # interleaved repeats
         for k, m in models.items():
             sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
-                states[k] = step_fn(m, opts[k], x, y, states[k])
+                states[k] = step_fn(m, opts[k], x, y, states[k], dtypes[k])
             sync(device)
             times[k].append((time.perf_counter() - t0) / args.steps)
             cpu[k].append((time.process_time() - c0) / args.steps)
-    base = statistics.median(times["baseline"])
     print(f"LM training throughput, size={args.size} (H={H}, T={T}, B={B}, V={VOCAB}, 2 layers), "
           f"device={device}, torch {torch.__version__}, threads={torch.get_num_threads()}")
-    cbase = statistics.median(cpu["baseline"])
     on_cpu = device.type == "cpu"
-    print(f"{'model':<18}{'ms/step':>10}{'tokens/s':>12}{'ratio':>8}"
-          + (f"{'CPU ms/step':>13}{'CPU ratio':>11}" if on_cpu else ""))
+    several = len(set(args.precisions)) > 1 and "fp32" in args.precisions
+    print(f"{'model':<23}{'ms/step':>10}{'tokens/s':>12}{'ratio':>8}"
+          + (f"{'CPU ms/step':>13}{'CPU ratio':>11}" if on_cpu else "")
+          + (f"{'vs fp32':>9}" if several else ""))
     for k in models:
+        prec = k.split(" ")[1] if " " in k else ""
+        base_k = "baseline" + (f" {prec}" if prec else "")
+        base, cbase = statistics.median(times[base_k]), statistics.median(cpu[base_k])
         med, c = statistics.median(times[k]), statistics.median(cpu[k])
-        print(f"{k:<18}{1e3 * med:>10.1f}{T * B / med:>12.0f}{base / med:>8.2f}"
-              + (f"{1e3 * c:>13.1f}{cbase / c:>11.2f}" if on_cpu else ""))
+        vs = (cpu if on_cpu else times)[k.split(" ")[0]]     # the same model in float32
+        print(f"{k:<23}{1e3 * med:>10.1f}{T * B / med:>12.0f}{base / med:>8.2f}"
+              + (f"{1e3 * c:>13.1f}{cbase / c:>11.2f}" if on_cpu else "")
+              + (f"{statistics.median(vs) / (c if on_cpu else med):>9.2f}" if several else ""))
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
         for k, m in models.items():
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 for _ in range(args.steps):
-                    states[k] = step_fn(m, opts[k], x, y, states[k])
+                    states[k] = step_fn(m, opts[k], x, y, states[k], dtypes[k])
             print(f"{k}: {args.steps} steps")
             print(prof.key_averages().table(
                 sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=36))

@@ -105,6 +105,9 @@ class CommonTrainConfig:
     # recurrent cell state stay float32); "fp16" adds a GradScaler (checkpointed). bf16 is the
     # CPU's (native with AVX512_BF16 / AMX); fp16 is for CUDA (on a CPU it runs, slowly).
     precision: str = "fp32"
+    # Under torchrun: seconds a process waits for the others at a collective before it stops
+    # with an error (a peer that died or hangs). A rank-0 checkpoint write must fit in it.
+    dist_timeout: float = 300.0
 
 
 @dataclass
@@ -122,9 +125,6 @@ class TrainConfig(CommonTrainConfig):
     # the batch, as in Zaremba's and Gal's code, for which their lr = 1 and clip 5/10 are set.
     # "mean": NLL averaged over all tokens (PyTorch's word_language_model; needs lr ≈ 20).
     loss_reduction: str = "sum_over_time"
-    # Under torchrun: seconds a process waits for the others at a collective before it stops
-    # with an error (a peer that died or hangs). A rank-0 checkpoint write must fit in it.
-    dist_timeout: float = 300.0
 
 
 class SectionedConfig:
@@ -370,7 +370,6 @@ def _check_train(t: TrainConfig, errors: list) -> None:
     _int(errors, "train.decay_after", t.decay_after, 0)
     _int(errors, "train.warmup_steps", t.warmup_steps, 0)
     _choice(errors, "train.loss_reduction", t.loss_reduction, LOSS_REDUCTIONS)
-    _real(errors, "train.dist_timeout", t.dist_timeout, 0.0, lo_open=True)
 
 
 def check_common_train(t: CommonTrainConfig, errors: list) -> None:
@@ -395,6 +394,7 @@ def check_common_train(t: CommonTrainConfig, errors: list) -> None:
     if not isinstance(t.tf32, bool):
         errors.append(f"train.tf32 must be true or false, got {t.tf32!r}")
     _choice(errors, "train.precision", t.precision, PRECISIONS)
+    _real(errors, "train.dist_timeout", t.dist_timeout, 0.0, lo_open=True)
 
 
 def _valid_device(name: str) -> bool:

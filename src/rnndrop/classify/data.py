@@ -76,7 +76,7 @@ def read_source(d: ClassifyDataConfig, log=print) -> LabeledTexts:
 
 
 def _split(d: ClassifyDataConfig, source: LabeledTexts, labels: LabelSpace, run_dir: Path,
-           fresh: bool, log) -> dict:
+           fresh: bool, write: bool, log) -> dict:
     vf = 0.0 if d.valid else d.valid_fraction
     tf = 0.0 if d.test else d.test_fraction
     fp = fingerprint(source)
@@ -88,6 +88,8 @@ def _split(d: ClassifyDataConfig, source: LabeledTexts, labels: LabelSpace, run_
                         f"(give --data for the examples to score)")
     else:
         split = stratified_split(source.labels, vf, tf, d.split_seed, labels.task)
+        if not write:                # the same seeded draw as the process that writes it
+            return split
         run_dir.mkdir(parents=True, exist_ok=True)
         save_split(path, split, fp, {"source": source.source, "valid_fraction": vf,
                                      "test_fraction": tf, "seed": d.split_seed})
@@ -98,9 +100,10 @@ def _split(d: ClassifyDataConfig, source: LabeledTexts, labels: LabelSpace, run_
 
 
 def load_classify_data(d: ClassifyDataConfig, run_dir: str | os.PathLike, *, state: dict = None,
-                       fresh: bool = True, log=print) -> ClassifyData:
+                       fresh: bool = True, write: bool = True, log=print) -> ClassifyData:
     """The run's splits, encoded. ``state``: a checkpoint whose encoder, labels and target scale
-    are used (resume, eval); ``fresh``: a new run may write ``split.json``."""
+    are used (resume, eval); ``fresh``: a new run may draw its split, and writes it to
+    ``split.json`` unless ``write`` is False (the ranks but rank 0 of a run under torchrun)."""
     run_dir = Path(run_dir)
     source = read_source(d, log)
     if state is not None:
@@ -114,7 +117,7 @@ def load_classify_data(d: ClassifyDataConfig, run_dir: str | os.PathLike, *, sta
                                       " (set data.task to choose)"))
     parts = {"train": source}
     if not (d.valid and d.test):
-        split = _split(d, source, labels, run_dir, fresh, log)
+        split = _split(d, source, labels, run_dir, fresh, write, log)
         parts = {k: source.subset(v) for k, v in split.items()}
     if d.valid:
         parts["valid"] = _read(d, d.valid, log=log)

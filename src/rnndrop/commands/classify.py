@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from .. import checkpoint as ckpt
+from .. import distributed
 from ..classify.config import ClassifyConfig, has_dropout
 from ..classify.data import load_classify_data, load_examples
 from ..classify.model import build_model
@@ -19,7 +20,7 @@ from ..data import labeled
 from ..data.labeled import LabelSpace, TextEncoder
 from ..rundir import atomic_write_text
 from ..train.classifier import ClassifierTrainer
-from .train import set_threads, warnings_as_lines
+from .train import run_paths, set_threads, warnings_as_lines
 
 #: What every classifier checkpoint holds (a trainer's last.pt holds more).
 CLASSIFY_KEYS = ("model", "config", "encoder", "labels")
@@ -123,15 +124,8 @@ def _overrides(args, train: bool) -> list[str]:
 
 def train_command(args) -> int:
     overrides = _overrides(args, train=True)
-    resume = None
-    if args.resume is not None:
-        if args.resume:
-            resume = Path(args.resume)
-        elif args.out:
-            resume = Path(args.out) / "last.pt"
-        else:
-            raise SystemExit("rnndrop classify train --resume: give the checkpoint or --out DIR")
-    out = Path(args.out) if args.out else (resume.parent if resume else None)
+    # no default directory yet: it is named after the data (below)
+    resume, out = run_paths(args.resume, args.out, None, "rnndrop classify train")
     state = None
     if resume is not None:
         state = ckpt.require(ckpt.load(resume), ClassifierTrainer.CHECKPOINT_KEYS, resume)
@@ -161,14 +155,30 @@ def train_command(args) -> int:
         raise RuntimeError(f"run directory {out} already holds a run ({out / 'last.pt'}); "
                            f"continue it with --resume, or choose another --out")
     set_threads(cfg.train.threads or None)
-    with warnings_as_lines():
-        data = load_classify_data(d, out, state=state, fresh=resume is None)
-    trainer = ClassifierTrainer(cfg, data, out, progress=not args.no_progress)
-    if resume is not None:
-        trainer.resume(resume)
-    print(f"run directory: {out}")
-    trainer.train(max_minutes=args.max_minutes)
+    # Under torchrun: the process group for the run (nothing for a single process).
+    with distributed.process_group(cfg.train.device, cfg.train.dist_timeout) as world, \
+            distributed.peer_errors_as_one_line(world, cfg.train.dist_timeout):
+        lead = world.rank == 0          # notes, warnings and split.json once, not per rank
+        trainer = None
+        try:
+            with warnings_as_lines(show=lead):
+                data = load_classify_data(d, out, state=state, fresh=resume is None,
+                                          write=lead, log=print if lead else _quiet)
+            trainer = ClassifierTrainer(cfg, data, out, progress=not args.no_progress)
+            if resume is not None:
+                trainer.resume(resume)
+            if lead:
+                print(f"run directory: {out}"
+                      + (f" ({world.size} processes)" if world.distributed else ""))
+            trainer.train(max_minutes=args.max_minutes)
+        finally:
+            if trainer is not None:
+                trainer.close()      # before the process group goes
     return 0
+
+
+def _quiet(*args, **kwargs) -> None:
+    pass
 
 
 def open_checkpoint(path, overrides=(), device="cpu"):

@@ -74,23 +74,33 @@ def demo_command(args) -> int:
     return 0
 
 
+def run_paths(resume_arg, out_arg, default_out: Path | None,
+              command: str) -> tuple[Path | None, Path | None]:
+    """``(checkpoint to resume or None, run directory)`` of a training command's ``--resume
+    [CHECKPOINT]`` (``resume_arg``: None without it, "" without a path) and ``--out``:
+    ``--resume`` alone continues ``<out>/last.pt``; ``--resume CHECKPOINT`` alone continues in
+    the checkpoint's directory; otherwise the run directory is ``--out`` or ``default_out``
+    (None: the command names it later)."""
+    out = Path(out_arg) if out_arg else default_out
+    resume = None
+    if resume_arg is not None:
+        if resume_arg:
+            resume = Path(resume_arg)
+        elif out is not None:
+            resume = out / "last.pt"
+        else:
+            raise SystemExit(f"{command} --resume: give the checkpoint, or --out DIR")
+    if out is None and resume is not None:
+        out = resume.parent
+    return resume, out
+
+
 def _paths(args) -> tuple[Path | None, Path]:
     """``(checkpoint to resume or None, run directory)`` from --resume / --out / the recipe."""
     if not args.config and args.resume is None:
         raise SystemExit("rnndrop train: give a config file (configs/*.toml) or --resume CHECKPOINT")
     default_out = Path("runs") / Path(args.config).stem if args.config else None
-    out = Path(args.out) if args.out else default_out
-    resume = None
-    if args.resume is not None:
-        if args.resume:
-            resume = Path(args.resume)
-        elif out is not None:
-            resume = out / "last.pt"
-        else:
-            raise SystemExit("--resume needs a checkpoint path when no config is given")
-    if out is None:                      # --resume CHECKPOINT alone: continue in its directory
-        out = resume.parent
-    return resume, out
+    return run_paths(args.resume, args.out, default_out, "rnndrop train")
 
 
 def train_command(args) -> int:

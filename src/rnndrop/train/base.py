@@ -168,17 +168,39 @@ class Trainer:
         return {"epoch": s.epoch, "position": s.position, "step": s.step, "best_val": s.best_val,
                 "history": s.history, "epoch_stats": s.epoch_stats}
 
+    def _rank_state(self) -> dict:
+        """What each rank of a run under torchrun holds of its own beyond its RNG states and
+        position (the LM: its streams' hidden state); gathered by :meth:`state_dict`."""
+        return {}
+
+    def _join_rank_states(self, ranks: list) -> dict:
+        """Checkpoint entries made from every rank's :meth:`_rank_state` (rank order)."""
+        return {}
+
     def state_dict(self) -> dict:
-        return {
+        """The checkpoint. Under torchrun a collective: rank 0 gets the checkpoint of all
+        ranks (``ranks``: each one's RNG states, position and step), the others None."""
+        W = self.world
+        st = {
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "rng": rng_state(self.gen),
             "train_state": self._train_state_dict(),
             "config": self.cfg.to_dict(),
-            "world_size": 1,
+            "world_size": W.size,
             **self._extra_state(),
         }
+        if not W.distributed:
+            return st
+        mine = {"rng": st["rng"], "position": self.state.position, "step": self.state.step,
+                **self._rank_state()}
+        ranks = distributed.gather_to_rank0(mine, W)
+        if W.rank != 0:
+            return None
+        st["ranks"] = [{k: r[k] for k in ("rng", "position", "step")} for r in ranks]
+        st.update(self._join_rank_states(ranks))
+        return st
 
     def save(self, name: str = "last.pt") -> Path:
         """Write a checkpoint of the state as it is now (a step boundary). Refuses, restoring
@@ -244,7 +266,33 @@ class Trainer:
         self._rng_snap = rng_state(self.gen)
 
     def _load_rng(self, st: dict, path) -> None:
-        set_rng_state(st["rng"], self.gen)
+        """This process's RNG states (under torchrun: this rank's, of ``st["ranks"]``)."""
+        if not self.world.distributed:
+            set_rng_state(st["rng"], self.gen)
+            return
+        ranks, ts = st["ranks"], st["train_state"]
+        if any(r["position"] != ts["position"] for r in ranks):
+            raise ckpt.CheckpointError(f"{path}: the ranks' positions differ "
+                                       f"({[r['position'] for r in ranks]}): damaged")
+        set_rng_state(ranks[self.world.rank]["rng"], self.gen)
+
+    def _global_loss(self, loss):
+        """The step's loss for the statistics and the divergence checks (a 0-d tensor): the
+        loss itself in one process. Under torchrun: the mean of the ranks' losses (each rank's
+        loss being its share of the global batch mean, that mean), in an all-reduce that also
+        tells every rank whether any rank got a stop signal or passed the deadline: they all
+        stop at this step. (Reading those two flags waits for the device once a step, whatever
+        train.sync_every; the gradient all-reduce of the step synchronises the ranks anyway.)"""
+        if not self.world.distributed:
+            return loss
+        late = self._deadline is not None and time.monotonic() > self._deadline
+        mean, (stop, late) = distributed.step_sync(loss, self._signals.requested, late,
+                                                   size=self.world.size)
+        self._late = self._late or late
+        if stop:                   # in the compute part: train() rolls back and saves
+            self._signals.clear()
+            raise KeyboardInterrupt
+        return mean
 
     def resume(self, path: str | os.PathLike) -> None:
         self.load_state_dict(self._read(path), path)

@@ -12,6 +12,15 @@ those of every trainer (:mod:`rnndrop.train.base`); a checkpoint adds the tokeni
 vocabulary (``encoder``), the label space (``labels``) and the regression target scale. After
 the last epoch the best checkpoint is scored on the test split, with MC dropout when
 ``train.mc_samples`` > 0: ``final.json`` and a reliability diagram.
+
+Under ``torchrun`` (:mod:`rnndrop.distributed`) ``train.batch_size`` stays the global batch:
+every rank draws the same batches in the same order, rank r trains rows r, r + W, r + 2W, ...
+of each (the rows are sorted by length in a bucket, so the ranks get alike lengths) with its own
+dropout generator, and DistributedDataParallel averages the gradients. Each rank's loss is the
+sum over its rows times W / B, so the average of the W ranks' gradients is the gradient of the
+batch mean over all B rows: one update is the single-process update on the same batch. Every
+rank scores the validation split at the epoch ends (identical weights, identical scores, the
+same best.pt decision); rank 0 alone writes files, logs and scores the test split.
 """
 from __future__ import annotations
 
@@ -23,9 +32,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from .. import _plot
+from .. import _plot, distributed
 from ..classify.config import ClassifyConfig, has_dropout
 from ..classify.model import build_model
 from ..classify.predict import noise_variance, predict, scores
@@ -42,6 +53,29 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def _loss(model, task: str, target_scale, tokens, lengths, targets, reduction: str = "mean"):
+    """Cross-entropy (classes) or the squared error of the standardised targets (regression)."""
+    out = model(tokens, lengths)
+    if task == "classification":
+        return F.cross_entropy(out.float(), targets, reduction=reduction)
+    mean, std = target_scale
+    return F.mse_loss(out.float().squeeze(-1), (targets.float() - mean) / std, reduction=reduction)
+
+
+class _RankLoss(nn.Module):
+    """``(tokens, lengths, targets, weight) -> weight * Σ_rows loss``: this rank's share of a
+    batch's mean loss, the forward pass and the loss in one module for
+    DistributedDataParallel."""
+
+    def __init__(self, model, task: str, target_scale):
+        super().__init__()
+        self.model, self.task, self.target_scale = model, task, target_scale
+
+    def forward(self, tokens, lengths, targets, weight: float):
+        return weight * _loss(self.model, self.task, self.target_scale, tokens, lengths,
+                              targets, "sum")
+
+
 class ClassifierTrainer(Trainer):
     """Trains ``build_model(cfg.model, ...)`` on ``data`` (:class:`rnndrop.classify.data.ClassifyData`:
     encoded train/valid/test splits, the tokeniser, the label space, the target scale).
@@ -55,14 +89,20 @@ class ClassifierTrainer(Trainer):
     def __init__(self, cfg: ClassifyConfig, data, out: str | os.PathLike, progress: bool = True,
                  log=print):
         self._setup(cfg, out, progress, log)
-        if self.world.distributed:
-            raise ValueError("rnndrop classify train runs in one process (torchrun is for "
-                             "rnndrop train, the language models)")
+        W = self.world
         self.data = data
         self.task = data.labels.task
         self.model = build_model(cfg.model, len(data.encoder.vocab), data.num_outputs).to(self.device)
-        self._finish_setup()
         t = cfg.train
+        if W.distributed:
+            # Same initial weights on every rank (seeded in _setup); from here on each rank
+            # draws its own dropout masks (the global RNG, checkpointed per rank).
+            torch.manual_seed(distributed.rank_seed(t.seed, W.rank))
+            self._rank_loss = DistributedDataParallel(
+                _RankLoss(self.model, self.task, data.target_scale),
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                **distributed.NO_BUFFER_SYNC)
+        self._finish_setup()
         # A loss above this is a divergence: 10 × a uniform guess's ln C; for standardised
         # regression targets a squared error of 100 (ten standard deviations).
         self.max_loss = t.divergence_loss or (10.0 * math.log(max(data.num_outputs, 2))
@@ -70,6 +110,11 @@ class ClassifierTrainer(Trainer):
         if len(data.valid) == 0:
             raise ValueError("no validation examples: give --valid, or set "
                              "data.valid_fraction above 0")
+
+    def close(self) -> None:
+        """Drop the DistributedDataParallel wrapper before the process group is destroyed (see
+        :meth:`rnndrop.train.LMTrainer.close`). A no-op in one process."""
+        self._rank_loss = None
 
     # ------------------------------------------------------------------------- checkpoints
     def _extra_state(self) -> dict:
@@ -86,11 +131,20 @@ class ClassifierTrainer(Trainer):
 
     # ----------------------------------------------------------------------------- loss
     def _loss(self, tokens, lengths, targets):
-        out = self.model(tokens, lengths)
-        if self.task == "classification":
-            return F.cross_entropy(out.float(), targets)
-        mean, std = self.data.target_scale
-        return F.mse_loss(out.float().squeeze(-1), (targets.float() - mean) / std)
+        return _loss(self.model, self.task, self.data.target_scale, tokens, lengths, targets)
+
+    def _share(self, x, lengths, y):
+        """This rank's rows of a batch of B (rows rank, rank + W, ...), trimmed to their
+        longest, and their weight W / B. A rank left without a row (a last batch of fewer rows
+        than ranks) takes the first row at weight 0: it must still join the step's gradient
+        all-reduce, with a zero gradient."""
+        W, B = self.world, len(y)
+        idx, weight = torch.arange(W.rank, B, W.size), W.size / B
+        if len(idx) == 0:
+            idx, weight = torch.zeros(1, dtype=torch.long), 0.0
+        L = lengths[idx]
+        rows = idx.to(x.device)
+        return x[rows, :int(L.max())], L, y[rows], weight
 
     def _probe_loss(self) -> float:
         """The first ``eval_batch_size`` validation examples."""
@@ -136,12 +190,16 @@ class ClassifierTrainer(Trainer):
 
     def _step(self, x, lengths, y, lr: float) -> None:
         with self._autocast():
-            loss = self._loss(x, lengths, y)
+            if self.world.distributed:
+                objective = self._rank_loss(*self._share(x, lengths, y))
+                loss = self._global_loss(objective)      # the batch mean, all ranks' rows
+            else:
+                loss = objective = self._loss(x, lengths, y)
         self._at("forward")
 
         def commit():
             self.state.position += 1
-        self._apply_step(loss, loss, len(y), lr, commit)
+        self._apply_step(loss, objective, len(y), lr, commit)
 
     def _progress_line(self, n: int) -> str:
         st, es = self.state, self.state.epoch_stats
@@ -200,7 +258,9 @@ class ClassifierTrainer(Trainer):
         """Scores of ``best.pt`` on the test split (valid when there is no test split):
         standard and, with ``train.mc_samples``, MC dropout; ``final.json``, ``reliability.png``."""
         t = self.cfg.train
-        self._load_best()
+        self._load_best()               # under torchrun a collective: every rank
+        if self.world.rank != 0:        # the scores and their files are rank 0's
+            return {}
         split = "test" if len(self.data.test) else "valid"
         mc = t.mc_samples
         if mc and not has_dropout(self.cfg.model):

@@ -32,14 +32,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .. import _plot
-from .. import checkpoint as ckpt
 from .. import distributed
 from ..config import RunConfig, has_dropout
 from ..data.text import batchify, bptt_windows, check_vocab
 from ..evaluate import exp_or_inf, perplexity
 from ..models.lm import RNNLanguageModel
 from ..runs import restore_weights
-from .base import Trainer, TrainingDiverged, TrainState, rng_state, set_rng_state
+from .base import Trainer, TrainingDiverged, TrainState
 
 __all__ = ["LMTrainer", "TrainingDiverged", "TrainState", "default_mc_batch",
            "plot_learning_curve", "plot_dropout_rates"]
@@ -139,37 +138,15 @@ class LMTrainer(Trainer):
         return {"hidden": None if self.hidden is None else [h.cpu() for h in self.hidden],
                 "vocab": self.corpus.vocab.to_dict()}
 
-    def state_dict(self) -> dict:
-        if self.world.distributed:
-            return self._distributed_state_dict()
-        return super().state_dict()
+    def _rank_state(self) -> dict:
+        return {"hidden": None if self.hidden is None else [h.cpu() for h in self.hidden]}
 
-    def _distributed_state_dict(self) -> dict:
-        """A collective: rank 0 gets the checkpoint of all ranks, with ``hidden`` the global
-        state (every stream, in the global order) and ``ranks`` each rank's RNG states and
-        position; the others get None."""
-        W = self.world
-        mine = {"rng": rng_state(self.gen), "position": self.state.position,
-                "step": self.state.step,
-                "hidden": None if self.hidden is None else [h.cpu() for h in self.hidden]}
-        ranks = distributed.gather_to_rank0(mine, W)
-        if W.rank != 0:
-            return None
-        hidden = None if ranks[0]["hidden"] is None else [
-            torch.cat([r["hidden"][i] for r in ranks], dim=1)     # (layers, B, H): dim 1
-            for i in range(len(ranks[0]["hidden"]))]
-        return {
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "rng": mine["rng"],
-            "hidden": hidden,
-            "train_state": self._train_state_dict(),
-            "config": self.cfg.to_dict(),
-            "vocab": self.corpus.vocab.to_dict(),
-            "world_size": W.size,
-            "ranks": [{k: r[k] for k in ("rng", "position", "step")} for r in ranks],
-        }
+    def _join_rank_states(self, ranks: list) -> dict:
+        """The global hidden state: every rank's streams, in the global order."""
+        if ranks[0]["hidden"] is None:
+            return {"hidden": None}
+        return {"hidden": [torch.cat([r["hidden"][i] for r in ranks], dim=1)   # (layers, B, H)
+                           for i in range(len(ranks[0]["hidden"]))]}
 
     def _load_extra(self, st: dict, path) -> None:
         check_vocab(st["vocab"], self.corpus, source=str(path))
@@ -178,20 +155,12 @@ class LMTrainer(Trainer):
         restore_weights(self.model, st, path, self.cfg)
 
     def _load_rng(self, st: dict, path) -> None:
-        W = self.world
-        ts = st["train_state"]
-        if W.distributed:
-            mine = st["ranks"][W.rank]
-            if any(r["position"] != ts["position"] for r in st["ranks"]):
-                raise ckpt.CheckpointError(f"{path}: the ranks' stream positions differ "
-                                           f"({[r['position'] for r in st['ranks']]}): damaged")
-            set_rng_state(mine["rng"], self.gen)
+        super()._load_rng(st, path)
+        W, h = self.world, st["hidden"]
+        if h is not None and W.distributed:          # this rank's block of the streams
             b = self.cfg.train.batch_size // W.size
-            self.hidden = None if st["hidden"] is None else tuple(
-                h[:, W.rank * b:(W.rank + 1) * b].contiguous().to(self.device) for h in st["hidden"])
-        else:
-            set_rng_state(st["rng"], self.gen)
-            self.hidden = None if st["hidden"] is None else tuple(h.to(self.device) for h in st["hidden"])
+            h = [x[:, W.rank * b:(W.rank + 1) * b].contiguous() for x in h]
+        self.hidden = None if h is None else tuple(x.to(self.device) for x in h)
 
     def _where(self) -> str:
         return f"position {self.state.position}/{self.train_data.shape[0] - 1}"
@@ -264,24 +233,6 @@ class LMTrainer(Trainer):
             st.position = pos + x.shape[0]
         # the tokens of every rank's block (the loss is the global batch mean)
         self._apply_step(loss_g, objective, y.numel() * self.world.size, lr * scale, commit)
-
-    def _global_loss(self, loss):
-        """The step's loss for the statistics and the divergence checks (a 0-d tensor): the
-        loss itself in one process. Under torchrun: the mean of the ranks' batch means (the
-        global batch mean, the blocks being equal), in an all-reduce that also tells every rank
-        whether any rank got a stop signal or passed the deadline: they all stop at this step.
-        (Reading those two flags waits for the device once a step, whatever train.sync_every;
-        the gradient all-reduce of the step synchronises the ranks anyway.)"""
-        if not self.world.distributed:
-            return loss
-        late = self._deadline is not None and time.monotonic() > self._deadline
-        mean, (stop, late) = distributed.step_sync(loss, self._signals.requested, late,
-                                                   size=self.world.size)
-        self._late = self._late or late
-        if stop:                   # in the compute part: train() rolls back and saves
-            self._signals.clear()
-            raise KeyboardInterrupt
-        return mean
 
     def _progress_line(self, lr: float, n: int) -> str:
         """One log line for runs without a progress bar (schedulers, ``--no-progress``)."""
