@@ -136,10 +136,12 @@ def main():
         base_k = "baseline" + (f" {prec}" if prec else "")
         base, cbase = statistics.median(times[base_k]), statistics.median(cpu[base_k])
         med, c = statistics.median(times[k]), statistics.median(cpu[k])
-        vs = (cpu if on_cpu else times)[k.split(" ")[0]]     # the same model in float32
-        print(f"{k:<23}{1e3 * med:>10.1f}{T * B / med:>12.0f}{base / med:>8.2f}"
-              + (f"{1e3 * c:>13.1f}{cbase / c:>11.2f}" if on_cpu else "")
-              + (f"{statistics.median(vs) / (c if on_cpu else med):>9.2f}" if several else ""))
+        line = (f"{k:<23}{1e3 * med:>10.1f}{T * B / med:>12.0f}{base / med:>8.2f}"
+                + (f"{1e3 * c:>13.1f}{cbase / c:>11.2f}" if on_cpu else ""))
+        if several:                                    # against the same model in float32
+            vs = statistics.median((cpu if on_cpu else times)[k.split(" ")[0]])
+            line += f"{vs / (c if on_cpu else med):>9.2f}"
+        print(line)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
         for k, m in models.items():

@@ -657,6 +657,48 @@ def test_linear_cross_entropy_float32_equals_autograd(monkeypatch, onednn):
         _close(a, c)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("h_dtype", [torch.float32, torch.bfloat16])
+def test_linear_cross_entropy_under_bf16_autocast_is_autocasts_loss(monkeypatch, reduction,
+                                                                      h_dtype):
+    """Under a CPU bfloat16 autocast the fused Function runs (bfloat16 products, float32
+    softmax, blocks of several rows): its loss and gradients are autocast's
+    F.cross_entropy(F.linear(...)) to bfloat16 rounding, each gradient in its input's dtype,
+    and within bfloat16's error of the exact float64 values."""
+    from rnndrop.fast import _xent
+    monkeypatch.setattr(_xent, "_BLOCK_BYTES", 3 * 4 * 1000)         # 3 rows a block
+    torch.manual_seed(8)
+    N, H, V = 40, 24, 1000
+    h = (torch.randn(N, H) * 2).to(h_dtype).requires_grad_()
+    w = torch.randn(V, H, requires_grad=True)
+    b = torch.randn(V, requires_grad=True)
+    y = torch.randint(0, V, (N,))
+    up = torch.rand(N) if reduction == "none" else torch.tensor(1.0)   # a weight per row
+
+    def run(fn):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = fn(h, w, b, y, reduction)
+        grads = torch.autograd.grad((out * up).sum(), (h, w, b))
+        return out, grads, type(out.grad_fn).__name__
+    got, g_got, name = run(fast.linear_cross_entropy)
+    want, g_want, _ = run(lambda h, w, b, y, r: F.cross_entropy(F.linear(h, w, b), y, reduction=r))
+    assert name in ("_LinearCrossEntropyBackward", "MeanBackward0", "SumBackward0")
+    assert got.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+    for a, c, x in zip(g_got, g_want, (h, w, b)):
+        assert a.dtype == x.dtype
+        # bfloat16 outputs (8 bits of mantissa): a unit or two in their last place apart
+        torch.testing.assert_close(a.float(), c.float(), rtol=5e-2,
+                                   atol=1e-2 * float(c.abs().max()))
+    # against the exact values: within bfloat16's rounding of the inputs and products
+    hd, wd, bd = (t.detach().double().requires_grad_() for t in (h, w, b))
+    exact = F.cross_entropy(F.linear(hd, wd, bd), y, reduction=reduction)
+    torch.testing.assert_close(got.double(), exact.detach(), rtol=3e-2, atol=3e-2)
+    g_exact = torch.autograd.grad((exact * up.double()).sum(), (hd, wd, bd))
+    for a, c in zip(g_got, g_exact):
+        torch.testing.assert_close(a.double(), c, rtol=1e-1, atol=2e-2 * float(c.abs().max()))
+
+
 def test_linear_cross_entropy_bad_targets_and_no_grad():
     h, w = torch.randn(4, 3, requires_grad=True), torch.randn(6, 3)
     for bad in (6, -1):
