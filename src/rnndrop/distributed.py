@@ -1,10 +1,11 @@
 """Several processes, one run: the pieces the trainer needs under ``torchrun``.
 
-``torchrun --nproc_per_node=N -m rnndrop train RECIPE`` starts N processes with ``WORLD_SIZE``,
-``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set; :func:`process_group` turns
-them into a ``torch.distributed`` process group (gloo on CPU; NCCL for CUDA tensors plus gloo
-for the CPU-side objects of a checkpoint) and removes it at the end. Without those variables,
-or with ``WORLD_SIZE=1``, nothing is initialised and a run is exactly a single-process run.
+``torchrun --nproc_per_node=N -m rnndrop train RECIPE`` (or ``... classify train --data
+PATH``) starts N processes with ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+``MASTER_PORT`` set; :func:`process_group` turns them into a ``torch.distributed`` process
+group (gloo on CPU; NCCL for CUDA tensors plus gloo for the CPU-side objects of a checkpoint)
+and removes it at the end. Without those variables, or with ``WORLD_SIZE=1``, nothing is
+initialised and a run is exactly a single-process run.
 
 Every collective has the group's timeout (``train.dist_timeout``): a process that died or hangs
 stops the others within that time with one line (:class:`PeerLost`), never a silent hang.
@@ -100,7 +101,7 @@ def process_group(device: str, timeout_s: float):
     missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
     if missing:
         raise RuntimeError(f"WORLD_SIZE is set but {', '.join(missing)} not: start the run with "
-                           f"torchrun --nproc_per_node=N -m rnndrop train ...")
+                           f"torchrun --nproc_per_node=N -m rnndrop train|classify train ...")
     cuda = device.startswith("cuda")
     if cuda:
         if not torch.cuda.is_available():

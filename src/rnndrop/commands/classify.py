@@ -20,7 +20,7 @@ from ..data import labeled
 from ..data.labeled import LabelSpace, TextEncoder
 from ..rundir import atomic_write_text
 from ..train.classifier import ClassifierTrainer
-from .train import run_paths, set_threads, warnings_as_lines
+from .train import run_paths, run_training, set_threads, warnings_as_lines
 
 #: What every classifier checkpoint holds (a trainer's last.pt holds more).
 CLASSIFY_KEYS = ("model", "config", "encoder", "labels")
@@ -159,21 +159,11 @@ def train_command(args) -> int:
     with distributed.process_group(cfg.train.device, cfg.train.dist_timeout) as world, \
             distributed.peer_errors_as_one_line(world, cfg.train.dist_timeout):
         lead = world.rank == 0          # notes, warnings and split.json once, not per rank
-        trainer = None
-        try:
-            with warnings_as_lines(show=lead):
-                data = load_classify_data(d, out, state=state, fresh=resume is None,
-                                          write=lead, log=print if lead else _quiet)
-            trainer = ClassifierTrainer(cfg, data, out, progress=not args.no_progress)
-            if resume is not None:
-                trainer.resume(resume)
-            if lead:
-                print(f"run directory: {out}"
-                      + (f" ({world.size} processes)" if world.distributed else ""))
-            trainer.train(max_minutes=args.max_minutes)
-        finally:
-            if trainer is not None:
-                trainer.close()      # before the process group goes
+        with warnings_as_lines(show=lead):
+            data = load_classify_data(d, out, state=state, fresh=resume is None,
+                                      write=lead, log=print if lead else _quiet)
+        run_training(ClassifierTrainer(cfg, data, out, progress=not args.no_progress), resume,
+                     out, world, args.max_minutes)
     return 0
 
 

@@ -127,32 +127,41 @@ def train_command(args) -> int:
         lead = world.rank == 0          # notes, warnings and split.json once, not per rank
         if note and lead:
             print(note)
-        trainer = None
-        try:
-            with warnings_as_lines(show=lead):
-                corpus = load_lm_corpus(cfg.data)
-                if resume is not None:
-                    check_split(corpus, resume.parent)
-            if lead:
-                _large_vocab_hint(cfg, len(corpus.vocab))
-            trainer = LMTrainer(cfg, corpus, out, progress=not args.no_progress)
-            # A single file: which tokens went where, of what file. Written when the run starts
-            # only: a resumed run keeps its record (check_split compared it), a refused one
-            # another run's.
+        with warnings_as_lines(show=lead):
+            corpus = load_lm_corpus(cfg.data)
+            if resume is not None:
+                check_split(corpus, resume.parent)
+        if lead:
+            _large_vocab_hint(cfg, len(corpus.vocab))
+
+        def write_split():
+            # A single file: which tokens went where, of what file. Written when the run
+            # starts only: a resumed run keeps its record (check_split compared it), a refused
+            # one another run's.
             if lead and corpus.split is not None and resume is None \
                     and not (Path(out) / "last.pt").is_file():
                 Path(out).mkdir(parents=True, exist_ok=True)
                 (Path(out) / SPLIT_FILE).write_text(json.dumps(corpus.split, indent=1) + "\n")
-            if resume is not None:
-                trainer.resume(resume)
-            if lead:
-                print(f"run directory: {out}"
-                      + (f" ({world.size} processes)" if world.distributed else ""))
-            trainer.train(max_minutes=args.max_minutes)
-        finally:
-            if trainer is not None:
-                trainer.close()      # before the process group goes (see LMTrainer.close)
+        run_training(LMTrainer(cfg, corpus, out, progress=not args.no_progress), resume, out,
+                     world, args.max_minutes, prepare=write_split)
     return 0
+
+
+def run_training(trainer, resume, out, world, max_minutes: float, prepare=None) -> None:
+    """The end of a training command: ``prepare()`` (the task's files), resume from ``resume``
+    if given, name the run directory (rank 0), train. The trainer is closed whatever happens,
+    before the process group goes (:meth:`rnndrop.train.LMTrainer.close`)."""
+    try:
+        if prepare is not None:
+            prepare()
+        if resume is not None:
+            trainer.resume(resume)
+        if world.rank == 0:
+            print(f"run directory: {out}"
+                  + (f" ({world.size} processes)" if world.distributed else ""))
+        trainer.train(max_minutes=max_minutes)
+    finally:
+        trainer.close()
 
 
 # A full softmax's (T·B, V) logits dominate a CPU step from here on: docs/results/softmax.md
